@@ -1,0 +1,102 @@
+// One error class for everything the library rejects or fails at, so callers can branch on
+// `err.code` instead of parsing messages. Messages follow sharp's shape:
+// "Expected <what> for <name> but received <value>".
+
+export type MghfErrorCode =
+  | 'E_ARGUMENT' // an argument of the wrong kind (not an object, not a tensor, …)
+  | 'E_SHAPE' // tensor dims wrong, or data length ≠ ∏dims
+  | 'E_DTYPE' // tensor data not float32
+  | 'E_NONFINITE' // NaN or ±Infinity in an input
+  | 'E_TOO_SMALL' // image smaller than the loss can work on (SPEC §1)
+  | 'E_OPTION' // unknown option name or bad option value
+  | 'E_WEIGHTS' // an in-memory weights object is inconsistent
+  | 'E_WEIGHTS_FILE' // a weights file is malformed (SPEC §9)
+  | 'E_UNSUPPORTED' // valid request this build cannot do (e.g. no CUDA)
+  | 'E_NATIVE' // the native core reported a failure
+  | 'E_LOAD'; // no native binary could be loaded
+
+export interface MghfErrorOptions {
+  /** The user-facing argument or option the error is about, e.g. 'sr' or 'opts.M'. */
+  argument?: string;
+  cause?: unknown;
+}
+
+export class MghfError extends Error {
+  override name = 'MghfError';
+  readonly code: MghfErrorCode;
+  readonly argument?: string;
+
+  constructor(code: MghfErrorCode, message: string, options: MghfErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    if (options.argument !== undefined) this.argument = options.argument;
+  }
+}
+
+// Longest string we quote verbatim in a message; user data can be arbitrarily large and an
+// error message must stay one readable line.
+const MAX_STRING = 40;
+const MAX_ARRAY_ITEMS = 8;
+const MAX_KEYS = 6;
+
+/**
+ * A short, single-line description of any value for an error message: numbers and short
+ * strings verbatim, small arrays inline, typed arrays and buffers by type and length, other
+ * objects by constructor name (plain objects by their first keys). Never dumps large data.
+ */
+export function describe(value: unknown): string {
+  switch (typeof value) {
+    case 'undefined':
+      return 'undefined';
+    case 'number':
+      return Object.is(value, -0) ? '-0' : String(value);
+    case 'bigint':
+      return `${value}n`;
+    case 'boolean':
+      return String(value);
+    case 'string':
+      return value.length > MAX_STRING
+        ? `${JSON.stringify(value.slice(0, MAX_STRING))}… (${value.length} characters)`
+        : JSON.stringify(value);
+    case 'symbol':
+      return value.toString();
+    case 'function':
+      return value.name ? `function ${value.name}` : 'a function';
+  }
+  if (value === null) return 'null';
+  if (ArrayBuffer.isView(value)) {
+    const length = 'length' in value ? (value as unknown as { length: number }).length : value.byteLength;
+    return `${constructorName(value) ?? 'ArrayBufferView'}(${length})`;
+  }
+  if (value instanceof ArrayBuffer) return `ArrayBuffer(${value.byteLength})`;
+  if (Array.isArray(value)) {
+    const simple = value.every((v) => v === null || (typeof v !== 'object' && typeof v !== 'function'));
+    if (value.length <= MAX_ARRAY_ITEMS && simple) return `[${value.map(describe).join(',')}]`;
+    return `Array(${value.length})`;
+  }
+  // Only objects are left once every primitive type has returned above.
+  const name = constructorName(value as object);
+  if (name === undefined || name === 'Object') {
+    const keys = Object.keys(value as object);
+    const shown = keys.slice(0, MAX_KEYS).join(', ');
+    return keys.length === 0 ? 'an empty object' : `an object {${shown}${keys.length > MAX_KEYS ? ', …' : ''}}`;
+  }
+  return `an instance of ${name}`;
+}
+
+function constructorName(value: object): string | undefined {
+  const ctor = (value as { constructor?: unknown }).constructor;
+  return typeof ctor === 'function' && ctor.name ? ctor.name : undefined;
+}
+
+/** sharp-style error: "Expected <expected> for <name> but received <describe(actual)>". */
+export function invalidParameterError(
+  code: MghfErrorCode,
+  name: string,
+  expected: string,
+  actual: unknown,
+): MghfError {
+  return new MghfError(code, `Expected ${expected} for ${name} but received ${describe(actual)}`, {
+    argument: name,
+  });
+}

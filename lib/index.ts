@@ -1,0 +1,30 @@
+// The public API of mghf.
+export { Tensor, type TensorLike } from './tensor';
+export { MghfError, type MghfErrorCode } from './errors';
+export {
+  loadWeights,
+  loadWeightsSync,
+  saveWeights,
+  saveWeightsSync,
+  createWeights,
+  parameterCount,
+  weightShapes,
+  type DfeWeights,
+  type DfeArchitecture,
+  type CreateWeightsOptions,
+} from './weights';
+export {
+  mghfLoss,
+  mghfLossSync,
+  dfeFeatures,
+  dfeFeaturesSync,
+  LOSS_OPTION_NAMES,
+  type LossOptions,
+  type LossResult,
+  type LossParts,
+  type FeatureOptions,
+  type Variant,
+  type Device,
+  type InputRange,
+} from './loss';
+export { backendInfo, type BackendInfo } from './native';

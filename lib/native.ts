@@ -1,0 +1,117 @@
+// The one place that loads `.node` files. Today there is one binary, the CPU
+// addon (built from binding.gyp at install, or a prebuild); the CUDA build will
+// be tried first here when it exists, with the reason for any fallback kept for
+// backendInfo().
+
+import { join } from 'node:path';
+import { MghfError } from './errors';
+
+export interface NativeWeights {
+  channels: number;
+  blocks: number;
+  expand: number;
+  tensors: Record<string, Float32Array>;
+}
+
+export interface NativeLossOptions {
+  variant: 'n' | 'c';
+  inputRange: 'unit' | 'symmetric';
+}
+
+export interface NativeLossResult {
+  loss: number;
+  parts: { n: number };
+  skipped: string[];
+  grad: Float32Array;
+}
+
+export interface NativeInfo {
+  backend: 'cpu';
+  isa: string;
+  threads: number;
+  cuda: boolean;
+  cacheBytes: number;
+}
+
+/** The functions native/binding/addon.cc exports. Arguments arrive already validated. */
+export interface NativeAddon {
+  lossSync(sr: Float32Array, gt: Float32Array, dims: number[], w: NativeWeights, o: NativeLossOptions): NativeLossResult;
+  loss(sr: Float32Array, gt: Float32Array, dims: number[], w: NativeWeights, o: NativeLossOptions): Promise<NativeLossResult>;
+  featuresSync(x: Float32Array, dims: number[], w: NativeWeights, o: { inputRange: string }): Float32Array;
+  features(x: Float32Array, dims: number[], w: NativeWeights, o: { inputRange: string }): Promise<Float32Array>;
+  info(): NativeInfo;
+  clearCache(): void;
+}
+
+interface Loaded {
+  addon: NativeAddon;
+  binary: string;
+}
+
+const packageRoot = join(__dirname, '..');
+let loaded: Loaded | undefined;
+
+function load(): Loaded {
+  if (loaded) return loaded;
+  // node-gyp-build looks in build/Release, then prebuilds/<platform>-<arch>/.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const gypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+  const attempts: string[] = [];
+  let binary: string | undefined;
+  try {
+    binary = gypBuild.resolve(packageRoot);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const addon = require(binary) as NativeAddon;
+    loaded = { addon, binary };
+    return loaded;
+  } catch (err) {
+    attempts.push(`${binary ?? 'build/Release or prebuilds/'}: ${(err as Error).message.split('\n')[0]}`);
+  }
+  throw new MghfError(
+    'E_LOAD',
+    `Could not load the mghf native addon for ${process.platform}-${process.arch} (Node ${process.versions.node}, ` +
+      `N-API ${process.versions.napi}).\nTried:\n  ${attempts.join('\n  ')}\n` +
+      `Remedy: rebuild it from source with \`npm rebuild mghf\` (needs python3, make and a C++17 compiler), ` +
+      `or reinstall so the prebuilt binary for your platform is fetched with the package.`,
+  );
+}
+
+export function native(): NativeAddon {
+  return load().addon;
+}
+
+export interface BackendInfo {
+  /** The backend that runs the loss. */
+  backend: 'cpu' | 'cuda';
+  /** SIMD flavour of the CPU kernels: 'avx512', 'avx2' or 'generic'. */
+  isa: string;
+  /** Threads of the native pool (env MGHF_NUM_THREADS, else the hardware's). */
+  threads: number;
+  /** Path of the loaded binary. */
+  binary: string;
+  /** Whether CUDA is usable, and why not when it is not. */
+  cuda: { available: boolean; reason?: string };
+}
+
+/** What was loaded and why (see `mghf doctor`). */
+export function backendInfo(): BackendInfo {
+  const { addon, binary } = load();
+  const info = addon.info();
+  return {
+    backend: info.backend,
+    isa: info.isa,
+    threads: info.threads,
+    binary,
+    cuda: info.cuda
+      ? { available: true }
+      : { available: false, reason: 'this binary is the CPU-only build (the CUDA backend is not built yet)' },
+  };
+}
+
+/** Re-throws a native error as an MghfError carrying this call's JavaScript stack. */
+export function rethrowNative(err: unknown): never {
+  if (err instanceof MghfError) throw err;
+  const e = err as { code?: unknown; message?: unknown };
+  const code = typeof e?.code === 'string' && e.code.startsWith('E_') ? e.code : 'E_NATIVE';
+  throw new MghfError(code as MghfError['code'], String(e?.message ?? err), { cause: err });
+}

@@ -1,0 +1,309 @@
+// The N-API binding: the only file that includes napi.h. It converts already
+// validated JS values (lib/ checks every argument first) into core types,
+// checks only what memory safety needs, and runs the work off the event loop.
+// Inputs are copied before the work starts, so a caller mutating its arrays
+// meanwhile cannot race the computation.
+#include <napi.h>
+
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "buffer.h"
+#include "error.h"
+
+namespace {
+
+using mghf::Buffer;
+
+[[noreturn]] void fail(const std::string& code, const std::string& message) {
+  throw mghf::Error(code, message);
+}
+
+Napi::Error to_js_error(Napi::Env env, const std::string& code, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+Buffer<float> copy_f32(const Napi::Value& v, size_t expected, const char* name) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    fail("E_DTYPE", std::string(name) + " must be a Float32Array");
+  auto a = v.As<Napi::Float32Array>();
+  if (a.ElementLength() != expected)
+    fail("E_SHAPE", std::string(name) + " has " + std::to_string(a.ElementLength()) +
+                        " elements, expected " + std::to_string(expected));
+  Buffer<float> out(expected);
+  std::copy(a.Data(), a.Data() + expected, out.data());
+  return out;
+}
+
+int get_int(const Napi::Object& o, const char* key, int lo, int hi) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) fail("E_ARGUMENT", std::string(key) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= lo && d <= hi) || d != double(int(d)))
+    fail("E_ARGUMENT", std::string(key) + " must be an integer in [" + std::to_string(lo) + ", " +
+                           std::to_string(hi) + "]");
+  return int(d);
+}
+
+mghf::Shape get_shape(const Napi::Value& v) {
+  if (!v.IsArray()) fail("E_SHAPE", "dims must be an array");
+  auto a = v.As<Napi::Array>();
+  if (a.Length() != 4) fail("E_SHAPE", "dims must have 4 entries [B, 3, H, W]");
+  int d[4];
+  for (uint32_t i = 0; i < 4; ++i) {
+    Napi::Value x = a.Get(i);
+    double f = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : -1;
+    if (!(f >= 1 && f <= (1 << 20)) || f != double(int(f)))
+      fail("E_SHAPE", "dims must hold positive integers");
+    d[i] = int(f);
+  }
+  mghf::Shape s{d[0], d[1], d[2], d[3]};
+  if (s.C != 3) fail("E_SHAPE", "images must have 3 channels");
+  if (s.H < 2 || s.W < 2) fail("E_TOO_SMALL", "images must be at least 2×2");
+  if (double(s.B) * s.H * s.W * 3 > double(1ull << 34)) fail("E_SHAPE", "images are too large");
+  return s;
+}
+
+mghf::DfeWeights<float> get_weights(const Napi::Value& v) {
+  if (!v.IsObject()) fail("E_WEIGHTS", "weights must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  mghf::DfeArchitecture a;
+  a.channels = get_int(o, "channels", 2, 4096);
+  a.blocks = get_int(o, "blocks", 1, 64);
+  a.expand = get_int(o, "expand", 1, 64);
+  if (a.channels % 2) fail("E_WEIGHTS", "channels must be even");
+  Napi::Value tv = o.Get("tensors");
+  if (!tv.IsObject()) fail("E_WEIGHTS", "weights.tensors must be an object");
+  Napi::Object tensors = tv.As<Napi::Object>();
+  mghf::DfeWeights<float> w(a);
+  w.for_each([&](const std::string& name, Buffer<float>& b) {
+    if (!tensors.Has(name)) fail("E_WEIGHTS", "weights.tensors is missing " + name);
+    Buffer<float> src = copy_f32(tensors.Get(name), b.size(), ("weights tensor " + name).c_str());
+    b.swap(src);
+  });
+  return w;
+}
+
+struct LossArgs {
+  Buffer<float> sr, gt;
+  mghf::Shape shape;
+  mghf::DfeWeights<float> weights;
+  mghf::LossOptions opt;
+};
+
+mghf::InputRange get_range(const Napi::Object& opts) {
+  Napi::Value r = opts.Get("inputRange");
+  if (r.IsString() && r.As<Napi::String>().Utf8Value() == "symmetric")
+    return mghf::InputRange::Symmetric;
+  return mghf::InputRange::Unit;
+}
+
+std::unique_ptr<LossArgs> parse_loss_args(const Napi::CallbackInfo& info) {
+  if (info.Length() < 5 || !info[4].IsObject())
+    fail("E_ARGUMENT", "expected (sr, gt, dims, weights, options)");
+  auto args = std::make_unique<LossArgs>();
+  args->shape = get_shape(info[2]);
+  const size_t n = size_t(args->shape.size());
+  args->sr = copy_f32(info[0], n, "sr");
+  args->gt = copy_f32(info[1], n, "gt");
+  args->weights = get_weights(info[3]);
+  Napi::Object opts = info[4].As<Napi::Object>();
+  Napi::Value variant = opts.Get("variant");
+  args->opt.variant = (variant.IsString() && variant.As<Napi::String>().Utf8Value() == "n")
+                          ? mghf::Variant::N
+                          : mghf::Variant::C;
+  args->opt.range = get_range(opts);
+  return args;
+}
+
+Napi::Float32Array to_js(Napi::Env env, const Buffer<float>& b) {
+  auto out = Napi::Float32Array::New(env, b.size());
+  std::copy(b.data(), b.data() + b.size(), out.Data());
+  return out;
+}
+
+Napi::Object loss_result_to_js(Napi::Env env, const mghf::LossResult<float>& r) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("loss", r.loss);
+  Napi::Object parts = Napi::Object::New(env);
+  parts.Set("n", r.n);
+  o.Set("parts", parts);
+  Napi::Array skipped = Napi::Array::New(env, r.skipped.size());
+  for (size_t i = 0; i < r.skipped.size(); ++i) skipped.Set(uint32_t(i), r.skipped[i]);
+  o.Set("skipped", skipped);
+  o.Set("grad", to_js(env, r.grad));
+  return o;
+}
+
+// Runs `work` (core code that may throw mghf::Error or bad_alloc) and converts
+// any failure to a JS error with a code.
+template <class F>
+auto guarded(Napi::Env env, F&& work) -> decltype(work()) {
+  try {
+    return work();
+  } catch (const mghf::Error& e) {
+    throw to_js_error(env, e.code(), e.what());
+  } catch (const std::bad_alloc&) {
+    throw to_js_error(env, "E_NATIVE", "out of memory");
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw to_js_error(env, "E_NATIVE", e.what());
+  }
+}
+
+// An AsyncWorker that settles a promise; Compute runs on a libuv thread.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  explicit PromiseWorker(Napi::Env env)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  virtual void Run() = 0;
+  virtual Napi::Value Result(Napi::Env env) = 0;
+  void Execute() override {
+    try {
+      Run();
+    } catch (const mghf::Error& e) {
+      code_ = e.code();
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      code_ = "E_NATIVE";
+      SetError("out of memory");
+    } catch (const std::exception& e) {
+      code_ = "E_NATIVE";
+      SetError(e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Result(Env())); }
+  void OnError(const Napi::Error& e) override {
+    deferred_.Reject(to_js_error(Env(), code_, e.Message()).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string code_ = "E_NATIVE";
+};
+
+class LossWorker : public PromiseWorker {
+ public:
+  LossWorker(Napi::Env env, std::unique_ptr<LossArgs> args)
+      : PromiseWorker(env), args_(std::move(args)) {}
+
+ protected:
+  void Run() override {
+    result_ = mghf::cpu_backend().loss(args_->weights, args_->sr.data(), args_->gt.data(),
+                                       args_->shape, args_->opt);
+  }
+  Napi::Value Result(Napi::Env env) override { return loss_result_to_js(env, result_); }
+
+ private:
+  std::unique_ptr<LossArgs> args_;
+  mghf::LossResult<float> result_;
+};
+
+struct FeatureArgs {
+  Buffer<float> x;
+  mghf::Shape shape;
+  mghf::DfeWeights<float> weights;
+  mghf::InputRange range;
+};
+
+std::unique_ptr<FeatureArgs> parse_feature_args(const Napi::CallbackInfo& info) {
+  if (info.Length() < 4 || !info[3].IsObject())
+    fail("E_ARGUMENT", "expected (x, dims, weights, options)");
+  auto args = std::make_unique<FeatureArgs>();
+  args->shape = get_shape(info[1]);
+  args->x = copy_f32(info[0], size_t(args->shape.size()), "x");
+  args->weights = get_weights(info[2]);
+  args->range = get_range(info[3].As<Napi::Object>());
+  return args;
+}
+
+Buffer<float> run_features(FeatureArgs& a) {
+  Buffer<float> F(size_t(a.shape.B) * a.weights.arch.channels * a.shape.H * a.shape.W);
+  mghf::cpu_backend().features(a.weights, a.x.data(), a.shape, a.range, F.data());
+  return F;
+}
+
+class FeatureWorker : public PromiseWorker {
+ public:
+  FeatureWorker(Napi::Env env, std::unique_ptr<FeatureArgs> args)
+      : PromiseWorker(env), args_(std::move(args)) {}
+
+ protected:
+  void Run() override { F_ = run_features(*args_); }
+  Napi::Value Result(Napi::Env env) override { return to_js(env, F_); }
+
+ private:
+  std::unique_ptr<FeatureArgs> args_;
+  Buffer<float> F_;
+};
+
+Napi::Value LossSync(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto a = parse_loss_args(info);
+    auto r = mghf::cpu_backend().loss(a->weights, a->sr.data(), a->gt.data(), a->shape, a->opt);
+    return loss_result_to_js(info.Env(), r);
+  });
+}
+
+Napi::Value Loss(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto* w = new LossWorker(info.Env(), parse_loss_args(info));
+    w->Queue();  // the worker deletes itself when done
+    return w->Promise();
+  });
+}
+
+Napi::Value FeaturesSync(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto a = parse_feature_args(info);
+    return to_js(info.Env(), run_features(*a));
+  });
+}
+
+Napi::Value Features(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto* w = new FeatureWorker(info.Env(), parse_feature_args(info));
+    w->Queue();
+    return w->Promise();
+  });
+}
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  mghf::Backend& b = mghf::cpu_backend();
+  o.Set("backend", b.name());
+  o.Set("isa", b.isa());
+  o.Set("threads", b.threads());
+  o.Set("cuda", false);
+  o.Set("cacheBytes", double(mghf::block_cache_bytes()));
+  return o;
+}
+
+Napi::Value ClearCache(const Napi::CallbackInfo& info) {
+  mghf::block_cache_clear();
+  return info.Env().Undefined();
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("lossSync", Napi::Function::New(env, LossSync, "lossSync"));
+  exports.Set("loss", Napi::Function::New(env, Loss, "loss"));
+  exports.Set("featuresSync", Napi::Function::New(env, FeaturesSync, "featuresSync"));
+  exports.Set("features", Napi::Function::New(env, Features, "features"));
+  exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("clearCache", Napi::Function::New(env, ClearCache, "clearCache"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(mghf, Init)

@@ -1,0 +1,194 @@
+// The detail feature extractor (SPEC §2): forward, and the backward with
+// respect to the input image. Written once over a kernel set (ReferenceKernels<T>
+// or FastKernels), so the double-precision reference and the fast float path
+// share every line of the model.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "buffer.h"
+#include "dfe_weights.h"
+#include "parallel.h"
+
+namespace mghf {
+
+enum class InputRange { Unit, Symmetric };  // [0,1], or [-1,1] mapped by (x+1)/2 (SPEC §1)
+
+constexpr double kMean[3] = {0.485, 0.456, 0.406};
+constexpr double kStd[3] = {0.229, 0.224, 0.225};
+
+// What the backward needs from the forward of one image batch: the ReLU6 masks
+// of every inverted-residual sub-network, and z1, exp(ρ) of every coupling.
+struct IrbTape {
+  Buffer<uint8_t> m1, m2;  // [B, h, P]
+};
+template <class T>
+struct BlockTape {
+  Buffer<T> z1, E;  // [B, c, P]
+  IrbTape phi, rho, eta;
+};
+template <class T>
+struct DfeTape {
+  std::vector<BlockTape<T>> block;
+};
+
+namespace detail {
+
+constexpr int64_t kElementGrain = 1 << 14;
+
+template <class F>
+void elementwise(int64_t n, F&& fn) {
+  parallel_range(n, kElementGrain, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i) fn(i);
+  });
+}
+
+// Scratch for one sample, reused across samples and blocks.
+template <class T>
+struct Scratch {
+  Buffer<T> r1, r2;  // [h, P]
+  explicit Scratch(int h, int64_t P) : r1(size_t(h) * P), r2(size_t(h) * P) {}
+};
+
+// out (+)= IRB(in); masks m1, m2 [h, P] are written for the backward.
+template <class T, class Kn>
+void irb_forward(const IrbWeights<T>& w, int c, int h, int H, int W, const T* in, T* out,
+                 bool accumulate, uint8_t* m1, uint8_t* m2, Scratch<T>& s) {
+  const int64_t P = int64_t(H) * W;
+  Kn::conv1x1_relu6(h, c, P, w.expand.data(), in, s.r1.data(), m1);
+  Kn::depthwise_relu6(h, H, W, w.depthwise.data(), s.r1.data(), s.r2.data(), m2);
+  Kn::conv1x1(c, h, P, w.project.data(), nullptr, s.r2.data(), out, accumulate);
+}
+
+// din += ∂IRB/∂in ᵀ · dout. dout is left intact.
+template <class T, class Kn>
+void irb_backward(const IrbWeights<T>& w, int c, int h, int H, int W, const uint8_t* m1,
+                  const uint8_t* m2, const T* dout, T* din, Scratch<T>& s) {
+  const int64_t P = int64_t(H) * W;
+  Kn::conv1x1_backward(c, h, P, w.project.data(), dout, s.r2.data(), false);
+  Kn::depthwise_relu6_backward(h, H, W, w.depthwise.data(), m2, m1, s.r2.data(), s.r1.data());
+  Kn::conv1x1_backward(h, c, P, w.expand.data(), s.r1.data(), din, true);
+}
+
+}  // namespace detail
+
+// F [B, N, H, W] = DFE(x [B, 3, H, W]). With a tape, records what
+// dfe_backward needs.
+template <class T, class Kn>
+void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputRange range, T* F,
+                 DfeTape<T>* tape) {
+  const DfeArchitecture& a = w.arch;
+  const int N = a.channels, c = a.half(), h = a.hidden();
+  const int64_t P = int64_t(H) * W, cP = int64_t(c) * P, hP = int64_t(h) * P;
+  if (tape) {
+    tape->block.resize(a.blocks);
+    for (auto& bt : tape->block) {
+      bt.z1.resize(size_t(B) * cP);
+      bt.E.resize(size_t(B) * cP);
+      for (IrbTape* it : {&bt.phi, &bt.rho, &bt.eta}) {
+        it->m1.resize(size_t(B) * hP);
+        it->m2.resize(size_t(B) * hP);
+      }
+    }
+  }
+  detail::Scratch<T> s(h, P);
+  Buffer<T> xh(size_t(3) * P), z(size_t(N) * P), y(size_t(N) * P), R{size_t(cP)}, Eta{size_t(cP)};
+  Buffer<uint8_t> m1{size_t(hP)}, m2{size_t(hP)};  // masks when there is no tape
+  for (int b = 0; b < B; ++b) {
+    const T* xb = x + int64_t(b) * 3 * P;
+    for (int ch = 0; ch < 3; ++ch) {
+      const T mean = T(kMean[ch]), sd = T(kStd[ch]);
+      T* dst = xh.data() + ch * P;
+      const T* src = xb + ch * P;
+      if (range == InputRange::Symmetric)
+        detail::elementwise(P, [&](int64_t i) { dst[i] = ((src[i] + T(1)) / T(2) - mean) / sd; });
+      else
+        detail::elementwise(P, [&](int64_t i) { dst[i] = (src[i] - mean) / sd; });
+    }
+    Kn::stem(N, H, W, w.stem_weight.data(), w.stem_bias.data(), xh.data(), z.data());
+    for (int k = 0; k < a.blocks; ++k) {
+      const BlockWeights<T>& bw = w.block[k];
+      BlockTape<T>* bt = tape ? &tape->block[k] : nullptr;
+      auto mask = [&](IrbTape* it, Buffer<uint8_t>& own, bool first) -> uint8_t* {
+        if (!bt) return own.data();
+        return (first ? it->m1.data() : it->m2.data()) + b * hP;
+      };
+      Kn::conv1x1(N, N, P, bw.mix_weight.data(), bw.mix_bias.data(), z.data(), y.data(), false);
+      T* z1 = y.data();
+      T* z2 = y.data() + cP;
+      // z2 ← z2 + φ(z1)
+      detail::irb_forward<T, Kn>(bw.phi, c, h, H, W, z1, z2, true,
+                                 mask(bt ? &bt->phi : nullptr, m1, true),
+                                 mask(bt ? &bt->phi : nullptr, m2, false), s);
+      // z1 ← z1 ⊙ exp(ρ(z2)) + η(z2)
+      detail::irb_forward<T, Kn>(bw.rho, c, h, H, W, z2, R.data(), false,
+                                 mask(bt ? &bt->rho : nullptr, m1, true),
+                                 mask(bt ? &bt->rho : nullptr, m2, false), s);
+      detail::irb_forward<T, Kn>(bw.eta, c, h, H, W, z2, Eta.data(), false,
+                                 mask(bt ? &bt->eta : nullptr, m1, true),
+                                 mask(bt ? &bt->eta : nullptr, m2, false), s);
+      T* Rp = R.data();
+      const T* Ep = Eta.data();
+      if (bt) {
+        T* tz1 = bt->z1.data() + b * cP;
+        T* tE = bt->E.data() + b * cP;
+        detail::elementwise(cP, [&](int64_t i) {
+          const T e = std::exp(Rp[i]);
+          tz1[i] = z1[i];
+          tE[i] = e;
+          z1[i] = z1[i] * e + Ep[i];
+        });
+      } else {
+        detail::elementwise(cP, [&](int64_t i) { z1[i] = z1[i] * std::exp(Rp[i]) + Ep[i]; });
+      }
+      z.swap(y);
+    }
+    std::copy(z.data(), z.data() + N * P, F + int64_t(b) * N * P);
+  }
+}
+
+// dx [B, 3, H, W] = (∂F/∂x)ᵀ · dF, using the tape of the forward on x.
+template <class T, class Kn>
+void dfe_backward(const DfeWeights<T>& w, const DfeTape<T>& tape, const T* dF, int B, int H, int W,
+                  InputRange range, T* dx) {
+  const DfeArchitecture& a = w.arch;
+  const int N = a.channels, c = a.half(), h = a.hidden();
+  const int64_t P = int64_t(H) * W, cP = int64_t(c) * P, hP = int64_t(h) * P;
+  detail::Scratch<T> s(h, P);
+  Buffer<T> dz(size_t(N) * P), dy(size_t(N) * P), Dr{size_t(cP)}, dxh(size_t(3) * P);
+  for (int b = 0; b < B; ++b) {
+    std::copy(dF + int64_t(b) * N * P, dF + int64_t(b + 1) * N * P, dz.data());
+    for (int k = a.blocks - 1; k >= 0; --k) {
+      const BlockWeights<T>& bw = w.block[k];
+      const BlockTape<T>& bt = tape.block[k];
+      const T* z1 = bt.z1.data() + b * cP;
+      const T* E = bt.E.data() + b * cP;
+      T* dz1 = dz.data();       // ∂L/∂z1 after the coupling, becomes ∂L/∂z1 before it
+      T* da = dz.data() + cP;   // ∂L/∂z2 after φ
+      T* Drp = Dr.data();
+      // z1' = z1 ⊙ E + η(a), E = exp(ρ(a)):  ∂ρ = dz1' ⊙ z1 ⊙ E,  ∂η = dz1'
+      detail::elementwise(cP, [&](int64_t i) { Drp[i] = dz1[i] * z1[i] * E[i]; });
+      detail::irb_backward<T, Kn>(bw.eta, c, h, H, W, bt.eta.m1.data() + b * hP,
+                                  bt.eta.m2.data() + b * hP, dz1, da, s);
+      detail::irb_backward<T, Kn>(bw.rho, c, h, H, W, bt.rho.m1.data() + b * hP,
+                                  bt.rho.m2.data() + b * hP, Drp, da, s);
+      detail::elementwise(cP, [&](int64_t i) { dz1[i] *= E[i]; });
+      // a = z2 + φ(z1): ∂z2 = ∂a, ∂z1 += φᵀ ∂a
+      detail::irb_backward<T, Kn>(bw.phi, c, h, H, W, bt.phi.m1.data() + b * hP,
+                                  bt.phi.m2.data() + b * hP, da, dz1, s);
+      Kn::conv1x1_backward(N, N, P, bw.mix_weight.data(), dz.data(), dy.data(), false);
+      dz.swap(dy);
+    }
+    Kn::stem_backward(N, H, W, w.stem_weight.data(), dz.data(), dxh.data());
+    T* dxb = dx + int64_t(b) * 3 * P;
+    for (int ch = 0; ch < 3; ++ch) {
+      const T scale = (range == InputRange::Symmetric ? T(0.5) : T(1)) / T(kStd[ch]);
+      const T* src = dxh.data() + ch * P;
+      T* dst = dxb + ch * P;
+      detail::elementwise(P, [&](int64_t i) { dst[i] = src[i] * scale; });
+    }
+  }
+}
+
+}  // namespace mghf

@@ -1,0 +1,85 @@
+// The fast float kernels behind the same interface as ReferenceKernels<float>,
+// so the DFE code is written once (dfe.h) and instantiated with either.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels_reference.h"
+#include "kernels_table.h"
+#include "parallel.h"
+
+namespace mghf {
+
+struct FastKernels {
+  static void conv1x1(int M, int K, int64_t P, const float* W, const float* bias,
+                      const float* in, float* out, bool accumulate) {
+    fast_kernels().gemm(M, K, P, W, in, out, bias, accumulate);
+  }
+  static void conv1x1_relu6(int M, int K, int64_t P, const float* W, const float* in, float* out,
+                            uint8_t* mask) {
+    fast_kernels().gemm_relu6(M, K, P, W, in, out, mask);
+  }
+  static void conv1x1_backward(int M, int K, int64_t P, const float* W, const float* dout,
+                               float* din, bool accumulate) {
+    std::vector<float> wt(size_t(M) * K);
+    for (int m = 0; m < M; ++m)
+      for (int k = 0; k < K; ++k) wt[size_t(k) * M + m] = W[size_t(m) * K + k];
+    fast_kernels().gemm(K, M, P, wt.data(), dout, din, nullptr, accumulate);
+  }
+  static void depthwise_relu6(int C, int H, int W, const float* w, const float* in, float* out,
+                              uint8_t* mask) {
+    fast_kernels().depthwise_relu6(C, H, W, w, in, out, mask);
+  }
+  static void depthwise_relu6_backward(int C, int H, int W, const float* w,
+                                       const uint8_t* mask_out, const uint8_t* mask_in, float* g,
+                                       float* din) {
+    fast_kernels().depthwise_relu6_backward(C, H, W, w, mask_out, mask_in, g, din);
+  }
+
+  // The stem as im2col + GEMM: a 27-deep product per output, like a 1×1 conv.
+  static void stem(int N, int H, int W, const float* w, const float* b, const float* xh, float* z) {
+    const int64_t P = int64_t(H) * W;
+    std::vector<float> col(size_t(27) * P);
+    parallel_for(27, [&](int64_t r) {
+      const int ci = int(r / 9), dy = int(r / 3 % 3), dx = int(r % 3);
+      float* dst = col.data() + r * P;
+      for (int y = 0; y < H; ++y) {
+        const int yy = y + dy - 1;
+        for (int x = 0; x < W; ++x) {
+          const int xx = x + dx - 1;
+          dst[int64_t(y) * W + x] = (yy < 0 || yy >= H || xx < 0 || xx >= W)
+                                        ? 0.f
+                                        : xh[ci * P + int64_t(yy) * W + xx];
+        }
+      }
+    });
+    fast_kernels().gemm(N, 27, P, w, col.data(), z, b, false);
+  }
+  static void stem_backward(int N, int H, int W, const float* w, const float* dz, float* dxh) {
+    const int64_t P = int64_t(H) * W;
+    std::vector<float> dcol(size_t(27) * P);
+    conv1x1_backward(N, 27, P, w, dz, dcol.data(), false);
+    // col2im: each input pixel gathers the 9 taps that read it.
+    parallel_range(int64_t(3) * H, 8, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int ci = int(r / H), yy = int(r % H);
+        float* dst = dxh + ci * P + int64_t(yy) * W;
+        std::fill(dst, dst + W, 0.f);
+        for (int dy = 0; dy < 3; ++dy) {
+          const int y = yy - dy + 1;
+          if (y < 0 || y >= H) continue;
+          for (int dx = 0; dx < 3; ++dx) {
+            const float* src = dcol.data() + int64_t(ci * 9 + dy * 3 + dx) * P + int64_t(y) * W;
+            // xx = x + dx - 1  =>  x = xx - dx + 1
+            for (int xx = 0; xx < W; ++xx) {
+              const int x = xx - dx + 1;
+              if (x >= 0 && x < W) dst[xx] += src[x];
+            }
+          }
+        }
+      }
+    });
+  }
+};
+
+}  // namespace mghf

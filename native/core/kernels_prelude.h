@@ -1,0 +1,10 @@
+// Everything kernels_simd.inc uses from outside, included *before* a TU's
+// `#pragma GCC target`, so standard-library code keeps the default target.
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "kernels_reference.h"
+#include "kernels_table.h"
+#include "parallel.h"

@@ -1,0 +1,137 @@
+// Plain reference kernels for every DFE piece (SPEC §2), forward and the
+// backward with respect to the input. Templated on the scalar so the tests can
+// check the backward in double against finite differences; the fast float
+// kernels (kernels_fast.h) are tested against these.
+//
+// Layout: one sample, planar [channels][H*W]. Masks hold 1 where the ReLU6
+// input was strictly inside (0, 6), i.e. where its derivative is 1 (SPEC §2).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace mghf {
+
+// PyTorch's ReflectionPad2d(1): index -1 reads 1, index n reads n-2.
+inline int reflect_index(int i, int n) { return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i); }
+
+template <class T>
+inline T relu6(T a) { return a < T(0) ? T(0) : (a > T(6) ? T(6) : a); }
+
+template <class T>
+inline uint8_t relu6_mask(T a) { return (a > T(0) && a < T(6)) ? 1 : 0; }
+
+template <class T>
+struct ReferenceKernels {
+  // out[M×P] = W[M×K]·in[K×P] (+ bias[M]); accumulate adds to out instead.
+  static void conv1x1(int M, int K, int64_t P, const T* W, const T* bias, const T* in, T* out,
+                      bool accumulate) {
+    for (int m = 0; m < M; ++m)
+      for (int64_t p = 0; p < P; ++p) {
+        T acc = accumulate ? out[m * P + p] : T(0);
+        if (bias) acc += bias[m];
+        for (int k = 0; k < K; ++k) acc += W[m * K + k] * in[k * P + p];
+        out[m * P + p] = acc;
+      }
+  }
+
+  // out = ReLU6(W·in), mask = ReLU6'(W·in).
+  static void conv1x1_relu6(int M, int K, int64_t P, const T* W, const T* in, T* out,
+                            uint8_t* mask) {
+    conv1x1(M, K, P, W, nullptr, in, out, false);
+    for (int64_t i = 0; i < int64_t(M) * P; ++i) {
+      mask[i] = relu6_mask(out[i]);
+      out[i] = relu6(out[i]);
+    }
+  }
+
+  // din[K×P] (+)= Wᵀ·dout, the input gradient of conv1x1 with W [M×K].
+  static void conv1x1_backward(int M, int K, int64_t P, const T* W, const T* dout, T* din,
+                               bool accumulate) {
+    for (int k = 0; k < K; ++k)
+      for (int64_t p = 0; p < P; ++p) {
+        T acc = accumulate ? din[k * P + p] : T(0);
+        for (int m = 0; m < M; ++m) acc += W[m * K + k] * dout[m * P + p];
+        din[k * P + p] = acc;
+      }
+  }
+
+  // out = ReLU6(depthwise3x3(ReflectionPad(1)(in))), w [C×9].
+  static void depthwise_relu6(int C, int H, int Wd, const T* w, const T* in, T* out,
+                              uint8_t* mask) {
+    const int64_t P = int64_t(H) * Wd;
+    for (int ch = 0; ch < C; ++ch)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < Wd; ++x) {
+          T acc = 0;
+          for (int dy = 0; dy < 3; ++dy)
+            for (int dx = 0; dx < 3; ++dx)
+              acc += w[ch * 9 + dy * 3 + dx] *
+                     in[ch * P + int64_t(reflect_index(y + dy - 1, H)) * Wd +
+                        reflect_index(x + dx - 1, Wd)];
+          int64_t i = ch * P + int64_t(y) * Wd + x;
+          mask[i] = relu6_mask(acc);
+          out[i] = relu6(acc);
+        }
+  }
+
+  // Given g = ∂L/∂(depthwise ReLU6 output): din = mask_in ⊙ dwᵀ(mask_out ⊙ g),
+  // where dwᵀ scatters through the reflection (overlapping reads add up).
+  // g is used as scratch.
+  static void depthwise_relu6_backward(int C, int H, int Wd, const T* w, const uint8_t* mask_out,
+                                       const uint8_t* mask_in, T* g, T* din) {
+    const int64_t P = int64_t(H) * Wd;
+    for (int64_t i = 0; i < int64_t(C) * P; ++i) {
+      if (!mask_out[i]) g[i] = 0;
+      din[i] = 0;
+    }
+    for (int ch = 0; ch < C; ++ch)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < Wd; ++x) {
+          T gv = g[ch * P + int64_t(y) * Wd + x];
+          for (int dy = 0; dy < 3; ++dy)
+            for (int dx = 0; dx < 3; ++dx)
+              din[ch * P + int64_t(reflect_index(y + dy - 1, H)) * Wd +
+                  reflect_index(x + dx - 1, Wd)] += w[ch * 9 + dy * 3 + dx] * gv;
+        }
+    for (int64_t i = 0; i < int64_t(C) * P; ++i)
+      if (!mask_in[i]) din[i] = 0;
+  }
+
+  // z[N×P] = conv3x3(xh[3×P]; w [N×3×3×3], b [N]), stride 1, zero padding 1.
+  static void stem(int N, int H, int Wd, const T* w, const T* b, const T* xh, T* z) {
+    const int64_t P = int64_t(H) * Wd;
+    for (int n = 0; n < N; ++n)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < Wd; ++x) {
+          T acc = b[n];
+          for (int ci = 0; ci < 3; ++ci)
+            for (int dy = 0; dy < 3; ++dy)
+              for (int dx = 0; dx < 3; ++dx) {
+                int yy = y + dy - 1, xx = x + dx - 1;
+                if (yy < 0 || yy >= H || xx < 0 || xx >= Wd) continue;
+                acc += w[((n * 3 + ci) * 3 + dy) * 3 + dx] * xh[ci * P + int64_t(yy) * Wd + xx];
+              }
+          z[n * P + int64_t(y) * Wd + x] = acc;
+        }
+  }
+
+  // dxh[3×P] = input gradient of stem given dz [N×P].
+  static void stem_backward(int N, int H, int Wd, const T* w, const T* dz, T* dxh) {
+    const int64_t P = int64_t(H) * Wd;
+    for (int64_t i = 0; i < 3 * P; ++i) dxh[i] = 0;
+    for (int n = 0; n < N; ++n)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < Wd; ++x) {
+          T g = dz[n * P + int64_t(y) * Wd + x];
+          for (int ci = 0; ci < 3; ++ci)
+            for (int dy = 0; dy < 3; ++dy)
+              for (int dx = 0; dx < 3; ++dx) {
+                int yy = y + dy - 1, xx = x + dx - 1;
+                if (yy < 0 || yy >= H || xx < 0 || xx >= Wd) continue;
+                dxh[ci * P + int64_t(yy) * Wd + xx] += w[((n * 3 + ci) * 3 + dy) * 3 + dx] * g;
+              }
+        }
+  }
+};
+
+}  // namespace mghf

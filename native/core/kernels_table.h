@@ -1,0 +1,30 @@
+// The fast float kernels, compiled once per instruction set (kernels_<isa>.cpp
+// include kernels_simd.inc under a `#pragma GCC target`), picked at run time.
+#pragma once
+#include <cstdint>
+
+namespace mghf {
+
+struct FastKernelTable {
+  const char* isa;
+  // C[M×P] = A[M×K]·B[K×P] (+ bias[M]) (+ C when accumulate). Row strides are P.
+  void (*gemm)(int M, int K, int64_t P, const float* A, const float* B, float* C,
+               const float* bias, bool accumulate);
+  // C = ReLU6(A·B), mask = ReLU6'(A·B).
+  void (*gemm_relu6)(int M, int K, int64_t P, const float* A, const float* B, float* C,
+                     uint8_t* mask);
+  void (*depthwise_relu6)(int C, int H, int W, const float* w, const float* in, float* out,
+                          uint8_t* mask);
+  void (*depthwise_relu6_backward)(int C, int H, int W, const float* w, const uint8_t* mask_out,
+                                   const uint8_t* mask_in, float* g, float* din);
+};
+
+// Defined in kernels_<isa>.cpp; null where the compiler or CPU family lacks it.
+const FastKernelTable* kernels_generic();
+const FastKernelTable* kernels_avx2();
+const FastKernelTable* kernels_avx512();
+
+// The table for this CPU (best supported ISA, or MGHF_ISA=generic|avx2|avx512).
+const FastKernelTable& fast_kernels();
+
+}  // namespace mghf
