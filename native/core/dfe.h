@@ -93,7 +93,7 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
     }
   }
   detail::Scratch<T> s(h, P);
-  Buffer<T> xh(size_t(3) * P), z(size_t(N) * P), y(size_t(N) * P), R{size_t(cP)}, Eta{size_t(cP)};
+  Buffer<T> xh{size_t(3) * P}, z{size_t(N) * P}, y{size_t(N) * P}, R{size_t(cP)}, Eta{size_t(cP)};
   Buffer<uint8_t> m1{size_t(hP)}, m2{size_t(hP)};  // masks when there is no tape
   for (int b = 0; b < B; ++b) {
     const T* xb = x + int64_t(b) * 3 * P;
@@ -106,29 +106,29 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
       else
         detail::elementwise(P, [&](int64_t i) { dst[i] = (src[i] - mean) / sd; });
     }
-    Kn::stem(N, H, W, w.stem_weight.data(), w.stem_bias.data(), xh.data(), z.data());
+    // z → y each block; the last block writes straight into F.
+    T* Fb = F + int64_t(b) * N * P;
+    T* zp = a.blocks % 2 ? z.data() : y.data();
+    Kn::stem(N, H, W, w.stem_weight.data(), w.stem_bias.data(), xh.data(), zp);
     for (int k = 0; k < a.blocks; ++k) {
+      T* yp = k == a.blocks - 1 ? Fb : (zp == z.data() ? y.data() : z.data());
       const BlockWeights<T>& bw = w.block[k];
       BlockTape<T>* bt = tape ? &tape->block[k] : nullptr;
-      auto mask = [&](IrbTape* it, Buffer<uint8_t>& own, bool first) -> uint8_t* {
-        if (!bt) return own.data();
-        return (first ? it->m1.data() : it->m2.data()) + b * hP;
-      };
-      Kn::conv1x1(N, N, P, bw.mix_weight.data(), bw.mix_bias.data(), z.data(), y.data(), false);
-      T* z1 = y.data();
-      T* z2 = y.data() + cP;
+      auto m1p = [&](IrbTape& it) { return bt ? it.m1.data() + b * hP : m1.data(); };
+      auto m2p = [&](IrbTape& it) { return bt ? it.m2.data() + b * hP : m2.data(); };
+      IrbTape none;
+      Kn::conv1x1(N, N, P, bw.mix_weight.data(), bw.mix_bias.data(), zp, yp, false);
+      T* z1 = yp;
+      T* z2 = yp + cP;
       // z2 ← z2 + φ(z1)
-      detail::irb_forward<T, Kn>(bw.phi, c, h, H, W, z1, z2, true,
-                                 mask(bt ? &bt->phi : nullptr, m1, true),
-                                 mask(bt ? &bt->phi : nullptr, m2, false), s);
+      detail::irb_forward<T, Kn>(bw.phi, c, h, H, W, z1, z2, true, m1p(bt ? bt->phi : none),
+                                 m2p(bt ? bt->phi : none), s);
       // z1 ← z1 ⊙ exp(ρ(z2)) + η(z2)
       detail::irb_forward<T, Kn>(bw.rho, c, h, H, W, z2, R.data(), false,
-                                 mask(bt ? &bt->rho : nullptr, m1, true),
-                                 mask(bt ? &bt->rho : nullptr, m2, false), s);
+                                 m1p(bt ? bt->rho : none), m2p(bt ? bt->rho : none), s);
       detail::irb_forward<T, Kn>(bw.eta, c, h, H, W, z2, Eta.data(), false,
-                                 mask(bt ? &bt->eta : nullptr, m1, true),
-                                 mask(bt ? &bt->eta : nullptr, m2, false), s);
-      T* Rp = R.data();
+                                 m1p(bt ? bt->eta : none), m2p(bt ? bt->eta : none), s);
+      const T* Rp = R.data();
       const T* Ep = Eta.data();
       if (bt) {
         T* tz1 = bt->z1.data() + b * cP;
@@ -142,30 +142,31 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
       } else {
         detail::elementwise(cP, [&](int64_t i) { z1[i] = z1[i] * std::exp(Rp[i]) + Ep[i]; });
       }
-      z.swap(y);
+      zp = yp;
     }
-    std::copy(z.data(), z.data() + N * P, F + int64_t(b) * N * P);
   }
 }
 
 // dx [B, 3, H, W] = (∂F/∂x)ᵀ · dF, using the tape of the forward on x.
+// dF is used as scratch (saves a copy of the largest tensor).
 template <class T, class Kn>
-void dfe_backward(const DfeWeights<T>& w, const DfeTape<T>& tape, const T* dF, int B, int H, int W,
+void dfe_backward(const DfeWeights<T>& w, const DfeTape<T>& tape, T* dF, int B, int H, int W,
                   InputRange range, T* dx) {
   const DfeArchitecture& a = w.arch;
   const int N = a.channels, c = a.half(), h = a.hidden();
   const int64_t P = int64_t(H) * W, cP = int64_t(c) * P, hP = int64_t(h) * P;
   detail::Scratch<T> s(h, P);
-  Buffer<T> dz(size_t(N) * P), dy(size_t(N) * P), Dr{size_t(cP)}, dxh(size_t(3) * P);
+  Buffer<T> other{size_t(N) * P}, Dr{size_t(cP)}, dxh{size_t(3) * P};
   for (int b = 0; b < B; ++b) {
-    std::copy(dF + int64_t(b) * N * P, dF + int64_t(b + 1) * N * P, dz.data());
+    T* dz = dF + int64_t(b) * N * P;
+    T* dy = other.data();
     for (int k = a.blocks - 1; k >= 0; --k) {
       const BlockWeights<T>& bw = w.block[k];
       const BlockTape<T>& bt = tape.block[k];
       const T* z1 = bt.z1.data() + b * cP;
       const T* E = bt.E.data() + b * cP;
-      T* dz1 = dz.data();       // ∂L/∂z1 after the coupling, becomes ∂L/∂z1 before it
-      T* da = dz.data() + cP;   // ∂L/∂z2 after φ
+      T* dz1 = dz;       // ∂L/∂z1 after the coupling, becomes ∂L/∂z1 before it
+      T* da = dz + cP;   // ∂L/∂z2 after φ
       T* Drp = Dr.data();
       // z1' = z1 ⊙ E + η(a), E = exp(ρ(a)):  ∂ρ = dz1' ⊙ z1 ⊙ E,  ∂η = dz1'
       detail::elementwise(cP, [&](int64_t i) { Drp[i] = dz1[i] * z1[i] * E[i]; });
@@ -177,10 +178,10 @@ void dfe_backward(const DfeWeights<T>& w, const DfeTape<T>& tape, const T* dF, i
       // a = z2 + φ(z1): ∂z2 = ∂a, ∂z1 += φᵀ ∂a
       detail::irb_backward<T, Kn>(bw.phi, c, h, H, W, bt.phi.m1.data() + b * hP,
                                   bt.phi.m2.data() + b * hP, da, dz1, s);
-      Kn::conv1x1_backward(N, N, P, bw.mix_weight.data(), dz.data(), dy.data(), false);
-      dz.swap(dy);
+      Kn::conv1x1_backward(N, N, P, bw.mix_weight.data(), dz, dy, false);
+      std::swap(dz, dy);
     }
-    Kn::stem_backward(N, H, W, w.stem_weight.data(), dz.data(), dxh.data());
+    Kn::stem_backward(N, H, W, w.stem_weight.data(), dz, dxh.data());
     T* dxb = dx + int64_t(b) * 3 * P;
     for (int ch = 0; ch < 3; ++ch) {
       const T scale = (range == InputRange::Symmetric ? T(0.5) : T(1)) / T(kStd[ch]);

@@ -235,7 +235,8 @@ void test_dfe_gradcheck() {
       std::vector<double> F(n), g(x.size());
       DfeTape<double> tape;
       dfe_forward<double, Ref>(w, x.data(), B, H, W, range, F.data(), &tape);
-      dfe_backward<double, Ref>(w, tape, r.data(), B, H, W, range, g.data());
+      std::vector<double> dF = r;  // dfe_backward clobbers its dF
+      dfe_backward<double, Ref>(w, tape, dF.data(), B, H, W, range, g.data());
       for (int rep = 0; rep < 3; ++rep) {
         double e = directional_error(f, x, g, rng);
         CHECK(e < kGradTol, "dfe blocks=%d range=%d directional error %g", blocks, int(range), e);
