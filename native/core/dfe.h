@@ -44,31 +44,20 @@ void elementwise(int64_t n, F&& fn) {
   });
 }
 
-// Scratch for one sample, reused across samples and blocks.
-template <class T>
-struct Scratch {
-  Buffer<T> r1, r2;  // [h, P]
-  explicit Scratch(int h, int64_t P) : r1(size_t(h) * P), r2(size_t(h) * P) {}
-};
-
-// out (+)= IRB(in); masks m1, m2 [h, P] are written for the backward.
+// out (+)= IRB(in); masks m1, m2 [h, P] are recorded when not null.
 template <class T, class Kn>
 void irb_forward(const IrbWeights<T>& w, int c, int h, int H, int W, const T* in, T* out,
-                 bool accumulate, uint8_t* m1, uint8_t* m2, Scratch<T>& s) {
-  const int64_t P = int64_t(H) * W;
-  Kn::conv1x1_relu6(h, c, P, w.expand.data(), in, s.r1.data(), m1);
-  Kn::depthwise_relu6(h, H, W, w.depthwise.data(), s.r1.data(), s.r2.data(), m2);
-  Kn::conv1x1(c, h, P, w.project.data(), nullptr, s.r2.data(), out, accumulate);
+                 bool accumulate, uint8_t* m1, uint8_t* m2) {
+  Kn::irb_forward(c, h, H, W, w.expand.data(), w.depthwise.data(), w.project.data(), in, out,
+                  accumulate, m1, m2);
 }
 
-// din += ∂IRB/∂in ᵀ · dout. dout is left intact.
+// din += ∂IRB/∂in ᵀ · dout.
 template <class T, class Kn>
 void irb_backward(const IrbWeights<T>& w, int c, int h, int H, int W, const uint8_t* m1,
-                  const uint8_t* m2, const T* dout, T* din, Scratch<T>& s) {
-  const int64_t P = int64_t(H) * W;
-  Kn::conv1x1_backward(c, h, P, w.project.data(), dout, s.r2.data(), false);
-  Kn::depthwise_relu6_backward(h, H, W, w.depthwise.data(), m2, m1, s.r2.data(), s.r1.data());
-  Kn::conv1x1_backward(h, c, P, w.expand.data(), s.r1.data(), din, true);
+                  const uint8_t* m2, const T* dout, T* din) {
+  Kn::irb_backward(c, h, H, W, w.expand.data(), w.depthwise.data(), w.project.data(), m1, m2,
+                   dout, din);
 }
 
 }  // namespace detail
@@ -92,9 +81,7 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
       }
     }
   }
-  detail::Scratch<T> s(h, P);
   Buffer<T> xh{size_t(3) * P}, z{size_t(N) * P}, y{size_t(N) * P}, R{size_t(cP)}, Eta{size_t(cP)};
-  Buffer<uint8_t> m1{size_t(hP)}, m2{size_t(hP)};  // masks when there is no tape
   for (int b = 0; b < B; ++b) {
     const T* xb = x + int64_t(b) * 3 * P;
     for (int ch = 0; ch < 3; ++ch) {
@@ -114,20 +101,20 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
       T* yp = k == a.blocks - 1 ? Fb : (zp == z.data() ? y.data() : z.data());
       const BlockWeights<T>& bw = w.block[k];
       BlockTape<T>* bt = tape ? &tape->block[k] : nullptr;
-      auto m1p = [&](IrbTape& it) { return bt ? it.m1.data() + b * hP : m1.data(); };
-      auto m2p = [&](IrbTape& it) { return bt ? it.m2.data() + b * hP : m2.data(); };
-      IrbTape none;
+      // Masks only when a backward will follow.
+      auto m1p = [&](IrbTape* it) { return it ? it->m1.data() + b * hP : nullptr; };
+      auto m2p = [&](IrbTape* it) { return it ? it->m2.data() + b * hP : nullptr; };
       Kn::conv1x1(N, N, P, bw.mix_weight.data(), bw.mix_bias.data(), zp, yp, false);
       T* z1 = yp;
       T* z2 = yp + cP;
       // z2 ← z2 + φ(z1)
-      detail::irb_forward<T, Kn>(bw.phi, c, h, H, W, z1, z2, true, m1p(bt ? bt->phi : none),
-                                 m2p(bt ? bt->phi : none), s);
+      detail::irb_forward<T, Kn>(bw.phi, c, h, H, W, z1, z2, true, m1p(bt ? &bt->phi : nullptr),
+                                 m2p(bt ? &bt->phi : nullptr));
       // z1 ← z1 ⊙ exp(ρ(z2)) + η(z2)
       detail::irb_forward<T, Kn>(bw.rho, c, h, H, W, z2, R.data(), false,
-                                 m1p(bt ? bt->rho : none), m2p(bt ? bt->rho : none), s);
+                                 m1p(bt ? &bt->rho : nullptr), m2p(bt ? &bt->rho : nullptr));
       detail::irb_forward<T, Kn>(bw.eta, c, h, H, W, z2, Eta.data(), false,
-                                 m1p(bt ? bt->eta : none), m2p(bt ? bt->eta : none), s);
+                                 m1p(bt ? &bt->eta : nullptr), m2p(bt ? &bt->eta : nullptr));
       const T* Rp = R.data();
       const T* Ep = Eta.data();
       if (bt) {
@@ -155,7 +142,6 @@ void dfe_backward(const DfeWeights<T>& w, const DfeTape<T>& tape, T* dF, int B, 
   const DfeArchitecture& a = w.arch;
   const int N = a.channels, c = a.half(), h = a.hidden();
   const int64_t P = int64_t(H) * W, cP = int64_t(c) * P, hP = int64_t(h) * P;
-  detail::Scratch<T> s(h, P);
   Buffer<T> other{size_t(N) * P}, Dr{size_t(cP)}, dxh{size_t(3) * P};
   for (int b = 0; b < B; ++b) {
     T* dz = dF + int64_t(b) * N * P;
@@ -171,13 +157,13 @@ void dfe_backward(const DfeWeights<T>& w, const DfeTape<T>& tape, T* dF, int B, 
       // z1' = z1 ⊙ E + η(a), E = exp(ρ(a)):  ∂ρ = dz1' ⊙ z1 ⊙ E,  ∂η = dz1'
       detail::elementwise(cP, [&](int64_t i) { Drp[i] = dz1[i] * z1[i] * E[i]; });
       detail::irb_backward<T, Kn>(bw.eta, c, h, H, W, bt.eta.m1.data() + b * hP,
-                                  bt.eta.m2.data() + b * hP, dz1, da, s);
+                                  bt.eta.m2.data() + b * hP, dz1, da);
       detail::irb_backward<T, Kn>(bw.rho, c, h, H, W, bt.rho.m1.data() + b * hP,
-                                  bt.rho.m2.data() + b * hP, Drp, da, s);
+                                  bt.rho.m2.data() + b * hP, Drp, da);
       detail::elementwise(cP, [&](int64_t i) { dz1[i] *= E[i]; });
       // a = z2 + φ(z1): ∂z2 = ∂a, ∂z1 += φᵀ ∂a
       detail::irb_backward<T, Kn>(bw.phi, c, h, H, W, bt.phi.m1.data() + b * hP,
-                                  bt.phi.m2.data() + b * hP, da, dz1, s);
+                                  bt.phi.m2.data() + b * hP, da, dz1);
       Kn::conv1x1_backward(N, N, P, bw.mix_weight.data(), dz, dy, false);
       std::swap(dz, dy);
     }

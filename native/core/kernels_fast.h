@@ -36,6 +36,17 @@ struct FastKernels {
     fast_kernels().depthwise_relu6_backward(C, H, W, w, mask_out, mask_in, g, din);
   }
 
+  static void irb_forward(int c, int h, int H, int W, const float* We, const float* Wd,
+                          const float* Wp, const float* in, float* out, bool accumulate,
+                          uint8_t* m1, uint8_t* m2) {
+    fast_kernels().irb_forward(c, h, H, W, We, Wd, Wp, in, out, accumulate, m1, m2);
+  }
+  static void irb_backward(int c, int h, int H, int W, const float* We, const float* Wd,
+                           const float* Wp, const uint8_t* m1, const uint8_t* m2,
+                           const float* dout, float* din) {
+    fast_kernels().irb_backward(c, h, H, W, We, Wd, Wp, m1, m2, dout, din);
+  }
+
   // The stem as im2col + GEMM: a 27-deep product per output, like a 1×1 conv.
   static void stem(int N, int H, int W, const float* w, const float* b, const float* xh, float* z) {
     const int64_t P = int64_t(H) * W;

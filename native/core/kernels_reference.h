@@ -97,6 +97,29 @@ struct ReferenceKernels {
       if (!mask_in[i]) din[i] = 0;
   }
 
+  // out (+)= IRB(in) (SPEC §2): expand 1×1 → ReLU6 → reflect-pad + depthwise
+  // 3×3 → ReLU6 → project 1×1. We [h×c], Wd [h×9], Wp [c×h]. Masks m1, m2
+  // [h×P] are recorded for the backward when not null.
+  static void irb_forward(int c, int h, int H, int W, const T* We, const T* Wd, const T* Wp,
+                          const T* in, T* out, bool accumulate, uint8_t* m1, uint8_t* m2) {
+    const size_t n = size_t(h) * H * W;
+    std::vector<T> r1(n), r2(n);
+    std::vector<uint8_t> own1(m1 ? 0 : n), own2(m2 ? 0 : n);
+    conv1x1_relu6(h, c, int64_t(H) * W, We, in, r1.data(), m1 ? m1 : own1.data());
+    depthwise_relu6(h, H, W, Wd, r1.data(), r2.data(), m2 ? m2 : own2.data());
+    conv1x1(c, h, int64_t(H) * W, Wp, nullptr, r2.data(), out, accumulate);
+  }
+
+  // din += IRBᵀ(dout), using the masks of the forward.
+  static void irb_backward(int c, int h, int H, int W, const T* We, const T* Wd, const T* Wp,
+                           const uint8_t* m1, const uint8_t* m2, const T* dout, T* din) {
+    const size_t n = size_t(h) * H * W;
+    std::vector<T> g(n), dt(n);
+    conv1x1_backward(c, h, int64_t(H) * W, Wp, dout, g.data(), false);
+    depthwise_relu6_backward(h, H, W, Wd, m2, m1, g.data(), dt.data());
+    conv1x1_backward(h, c, int64_t(H) * W, We, dt.data(), din, true);
+  }
+
   // z[N×P] = conv3x3(xh[3×P]; w [N×3×3×3], b [N]), stride 1, zero padding 1.
   static void stem(int N, int H, int Wd, const T* w, const T* b, const T* xh, T* z) {
     const int64_t P = int64_t(H) * Wd;

@@ -17,6 +17,15 @@ struct FastKernelTable {
                           uint8_t* mask);
   void (*depthwise_relu6_backward)(int C, int H, int W, const float* w, const uint8_t* mask_out,
                                    const uint8_t* mask_in, float* g, float* din);
+  // The whole inverted-residual sub-network, fused row by row (see
+  // ReferenceKernels::irb_forward for the plain composition). m1, m2 may be
+  // null when no backward follows.
+  void (*irb_forward)(int c, int h, int H, int W, const float* We, const float* Wd,
+                      const float* Wp, const float* in, float* out, bool accumulate, uint8_t* m1,
+                      uint8_t* m2);
+  void (*irb_backward)(int c, int h, int H, int W, const float* We, const float* Wd,
+                       const float* Wp, const uint8_t* m1, const uint8_t* m2, const float* dout,
+                       float* din);
 };
 
 // Defined in kernels_<isa>.cpp; null where the compiler or CPU family lacks it.

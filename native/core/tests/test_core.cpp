@@ -117,6 +117,25 @@ void test_ops_gradcheck() {
     double e = directional_error(f, in, din, rng);
     CHECK(e < kGradTol, "depthwise %dx%d directional error %g", h, wd, e);
   }
+  // The whole IRB composition (what the fused kernels are tested against).
+  for (auto hw : std::vector<std::pair<int, int>>{{4, 6}, {2, 3}}) {
+    const int c = 3, h = 5, hh = hw.first, wd = hw.second;
+    const int64_t p = int64_t(hh) * wd;
+    auto We = rng.vec<double>(h * c, -2, 2), Wd = rng.vec<double>(h * 9, -1, 1), Wp = rng.vec<double>(c * h, -1, 1);
+    auto r = rng.vec<double>(c * p, -1, 1);
+    auto f = [&](const std::vector<double>& x) {
+      std::vector<double> o(c * p, 0.0);
+      Ref::irb_forward(c, h, hh, wd, We.data(), Wd.data(), Wp.data(), x.data(), o.data(), false, nullptr, nullptr);
+      return dot(o, r);
+    };
+    auto x = rng.vec<double>(c * p, -1, 2);
+    std::vector<double> o(c * p), g(c * p, 0.0);
+    std::vector<uint8_t> m1(h * p), m2(h * p);
+    Ref::irb_forward(c, h, hh, wd, We.data(), Wd.data(), Wp.data(), x.data(), o.data(), false, m1.data(), m2.data());
+    Ref::irb_backward(c, h, hh, wd, We.data(), Wd.data(), Wp.data(), m1.data(), m2.data(), r.data(), g.data());
+    double e = directional_error(f, x, g, rng);
+    CHECK(e < kGradTol, "irb %dx%d directional error %g", hh, wd, e);
+  }
   // Stem 3×3 conv, zero padding.
   {
     const int N = 4;
@@ -175,6 +194,36 @@ void check_table(const FastKernelTable& t) {
   }
 }
 
+// The fused row-by-row IRB against the plain composition, forward (with and
+// without masks) and backward, on sizes with ragged tiles and tiny images.
+void check_irb(const FastKernelTable& t) {
+  Rng rng(17);
+  for (auto dims : std::vector<std::array<int, 4>>{{8, 16, 5, 7}, {64, 128, 9, 70}, {6, 12, 2, 2}, {4, 8, 2, 5}, {4, 8, 7, 3}, {8, 16, 33, 64}}) {
+    const int c = dims[0], h = dims[1], H = dims[2], W = dims[3];
+    const size_t cP = size_t(c) * H * W, hP = size_t(h) * H * W;
+    auto We = rng.vec<float>(size_t(h) * c, -0.6, 0.6), Wd = rng.vec<float>(size_t(h) * 9, -0.6, 0.6);
+    auto Wp = rng.vec<float>(size_t(c) * h, -0.4, 0.4);
+    auto in = rng.vec<float>(cP, -3, 6), out0 = rng.vec<float>(cP, -1, 1);
+    std::vector<float> ref = out0, fast = out0, fast2 = out0;
+    std::vector<uint8_t> m1r(hP), m2r(hP), m1f(hP), m2f(hP);
+    RefF::irb_forward(c, h, H, W, We.data(), Wd.data(), Wp.data(), in.data(), ref.data(), true, m1r.data(), m2r.data());
+    t.irb_forward(c, h, H, W, We.data(), Wd.data(), Wp.data(), in.data(), fast.data(), true, m1f.data(), m2f.data());
+    t.irb_forward(c, h, H, W, We.data(), Wd.data(), Wp.data(), in.data(), fast2.data(), true, nullptr, nullptr);
+    double e = rel_l2(fast.data(), ref.data(), ref.size());
+    size_t mism = 0;
+    for (size_t i = 0; i < hP; ++i) mism += (m1r[i] != m1f[i]) + (m2r[i] != m2f[i]);
+    CHECK(e < 1e-5 && mism <= hP / 500, "%s irb_forward %dx%d c=%d h=%d rel err %g, %zu mask mismatches",
+          t.isa, H, W, c, h, e, mism);
+    CHECK(fast2 == fast, "%s irb_forward without masks differs", t.isa);
+    auto dout = rng.vec<float>(cP, -1, 1), din0 = rng.vec<float>(cP, -1, 1);
+    std::vector<float> dref = din0, dfast = din0;
+    RefF::irb_backward(c, h, H, W, We.data(), Wd.data(), Wp.data(), m1r.data(), m2r.data(), dout.data(), dref.data());
+    t.irb_backward(c, h, H, W, We.data(), Wd.data(), Wp.data(), m1r.data(), m2r.data(), dout.data(), dfast.data());
+    e = rel_l2(dfast.data(), dref.data(), dref.size());
+    CHECK(e < 1e-5, "%s irb_backward %dx%d rel err %g", t.isa, H, W, e);
+  }
+}
+
 void test_fast_vs_reference() {
   int tables = 0;
   for (const FastKernelTable* t : {kernels_generic(), kernels_avx2(), kernels_avx512()}) {
@@ -194,6 +243,7 @@ void test_fast_vs_reference() {
     }
     std::printf("checking %s kernels\n", t->isa);
     check_table(*t);
+    check_irb(*t);
     ++tables;
   }
   CHECK(tables >= 1, "no kernel table ran");
