@@ -19,7 +19,8 @@ struct FastKernelTable {
                                    const uint8_t* mask_in, float* g, float* din);
   // The whole inverted-residual sub-network, fused row by row (see
   // ReferenceKernels::irb_forward for the plain composition). m1, m2 may be
-  // null when no backward follows.
+  // null when no backward follows. Unlike the reference, masks are laid out
+  // [H][h][W]: they pass only from irb_forward to irb_backward.
   void (*irb_forward)(int c, int h, int H, int W, const float* We, const float* Wd,
                       const float* Wp, const float* in, float* out, bool accumulate, uint8_t* m1,
                       uint8_t* m2);

@@ -210,15 +210,20 @@ void check_irb(const FastKernelTable& t) {
     t.irb_forward(c, h, H, W, We.data(), Wd.data(), Wp.data(), in.data(), fast.data(), true, m1f.data(), m2f.data());
     t.irb_forward(c, h, H, W, We.data(), Wd.data(), Wp.data(), in.data(), fast2.data(), true, nullptr, nullptr);
     double e = rel_l2(fast.data(), ref.data(), ref.size());
-    size_t mism = 0;
-    for (size_t i = 0; i < hP; ++i) mism += (m1r[i] != m1f[i]) + (m2r[i] != m2f[i]);
+    size_t mism = 0;  // reference masks are [h][H·W], fused ones [H][h][W]
+    for (int ch = 0; ch < h; ++ch)
+      for (int y = 0; y < H; ++y)
+        for (int x = 0; x < W; ++x) {
+          const size_t ir = (size_t(ch) * H + y) * W + x, i_f = (size_t(y) * h + ch) * W + x;
+          mism += (m1r[ir] != m1f[i_f]) + (m2r[ir] != m2f[i_f]);
+        }
     CHECK(e < 1e-5 && mism <= hP / 500, "%s irb_forward %dx%d c=%d h=%d rel err %g, %zu mask mismatches",
           t.isa, H, W, c, h, e, mism);
     CHECK(fast2 == fast, "%s irb_forward without masks differs", t.isa);
     auto dout = rng.vec<float>(cP, -1, 1), din0 = rng.vec<float>(cP, -1, 1);
     std::vector<float> dref = din0, dfast = din0;
     RefF::irb_backward(c, h, H, W, We.data(), Wd.data(), Wp.data(), m1r.data(), m2r.data(), dout.data(), dref.data());
-    t.irb_backward(c, h, H, W, We.data(), Wd.data(), Wp.data(), m1r.data(), m2r.data(), dout.data(), dfast.data());
+    t.irb_backward(c, h, H, W, We.data(), Wd.data(), Wp.data(), m1f.data(), m2f.data(), dout.data(), dfast.data());
     e = rel_l2(dfast.data(), dref.data(), dref.size());
     CHECK(e < 1e-5, "%s irb_backward %dx%d rel err %g", t.isa, H, W, e);
   }
