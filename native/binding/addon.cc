@@ -5,6 +5,7 @@
 // meanwhile cannot race the computation.
 #include <napi.h>
 
+#include <algorithm>
 #include <memory>
 #include <new>
 #include <string>
@@ -114,10 +115,64 @@ std::unique_ptr<LossArgs> parse_loss_args(const Napi::CallbackInfo& info) {
   args->weights = get_weights(info[3]);
   Napi::Object opts = info[4].As<Napi::Object>();
   Napi::Value variant = opts.Get("variant");
-  args->opt.variant = (variant.IsString() && variant.As<Napi::String>().Utf8Value() == "n")
-                          ? mghf::Variant::N
-                          : mghf::Variant::C;
-  args->opt.range = get_range(opts);
+  mghf::LossOptions& o = args->opt;
+  o.variant = (variant.IsString() && variant.As<Napi::String>().Utf8Value() == "n")
+                  ? mghf::Variant::N
+                  : mghf::Variant::C;
+  o.range = get_range(opts);
+  // lib/loss.ts fills and validates every option; absent ones keep the SPEC defaults.
+  auto num = [&](const char* key, double& dst) {
+    Napi::Value v = opts.Get(key);
+    if (v.IsNumber()) dst = v.As<Napi::Number>().DoubleValue();
+  };
+  auto integer = [&](const char* key, int& dst) {
+    Napi::Value v = opts.Get(key);
+    if (v.IsNumber()) {
+      const double d = v.As<Napi::Number>().DoubleValue();
+      if (!(d >= 1 && d <= 1e9)) fail("E_OPTION", std::string(key) + " must be a positive integer");
+      dst = int(d);
+    }
+  };
+  auto flag = [&](const char* key, bool& dst) {
+    Napi::Value v = opts.Get(key);
+    if (v.IsBoolean()) dst = v.As<Napi::Boolean>().Value();
+  };
+  num("gamma1", o.gamma1);
+  num("gamma2", o.gamma2);
+  num("gamma3", o.gamma3);
+  num("beta1", o.beta1);
+  num("beta2", o.beta2);
+  num("beta3", o.beta3);
+  integer("M", o.M);
+  num("alpha", o.alpha);
+  num("gamma", o.gamma);
+  integer("patch", o.lip.patch);
+  integer("stride", o.lip.stride);
+  integer("pmax", o.lip.pmax);
+  num("tau", o.lip.monce.tau);
+  num("epsOt", o.lip.monce.eps_ot);
+  num("Q", o.lip.monce.Q);
+  integer("iters", o.lip.monce.iters);
+  flag("sinkhornGrad", o.lip.monce.sinkhorn_grad);
+  flag("returnDetails", o.details);
+  flag("profile", o.profile);
+  const int N = args->weights.arch.channels;
+  const int M = std::min(o.M, N);
+  Napi::Value sel = opts.Get("selected");
+  if (sel.IsTypedArray()) {
+    if (sel.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      fail("E_OPTION", "selected must be an Int32Array");
+    auto a = sel.As<Napi::Int32Array>();
+    if (a.ElementLength() != size_t(args->shape.B) * M)
+      fail("E_OPTION", "selected must hold B·M indices");
+    o.selected.assign(a.Data(), a.Data() + a.ElementLength());
+    for (int v : o.selected)
+      if (v < 0 || v >= N) fail("E_OPTION", "selected holds a channel index out of range");
+  }
+  // Memory safety only: the LIP patches must lie inside the image.
+  if (o.variant == mghf::Variant::C && o.gamma3 != 0 &&
+      (args->shape.H < o.lip.patch || args->shape.W < o.lip.patch))
+    fail("E_TOO_SMALL", "images must be at least patch×patch pixels for the LIP term");
   return args;
 }
 
@@ -132,7 +187,30 @@ Napi::Object loss_result_to_js(Napi::Env env, const mghf::LossResult<float>& r) 
   o.Set("loss", r.loss);
   Napi::Object parts = Napi::Object::New(env);
   parts.Set("n", r.n);
+  parts.Set("mse", r.mse);
+  parts.Set("corr", r.corr);
+  parts.Set("gram", r.gram);
+  parts.Set("csc", r.csc);
+  parts.Set("lip", r.lip);
   o.Set("parts", parts);
+  if (!r.importance.empty()) {
+    auto imp = Napi::Float64Array::New(env, r.importance.size());
+    std::copy(r.importance.begin(), r.importance.end(), imp.Data());
+    o.Set("importance", imp);
+    auto sel = Napi::Int32Array::New(env, r.selected.size());
+    std::copy(r.selected.begin(), r.selected.end(), sel.Data());
+    o.Set("selected", sel);
+  }
+  if (!r.timings.empty()) {
+    Napi::Object t = Napi::Object::New(env);
+    double total = 0;
+    for (const auto& kv : r.timings) {
+      t.Set(kv.first, kv.second);
+      total += kv.second;
+    }
+    t.Set("total", total);
+    o.Set("timings", t);
+  }
   Napi::Array skipped = Napi::Array::New(env, r.skipped.size());
   for (size_t i = 0; i < r.skipped.size(); ++i) skipped.Set(uint32_t(i), r.skipped[i]);
   o.Set("skipped", skipped);

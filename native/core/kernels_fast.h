@@ -47,6 +47,16 @@ struct FastKernels {
     fast_kernels().irb_backward(c, h, H, W, We, Wd, Wp, m1, m2, dout, din);
   }
 
+  static void matmul(int M, int K, int64_t N, const float* A, const float* B, int64_t ldb,
+                     float* C, int64_t ldc, bool accumulate) {
+    fast_kernels().matmul(M, K, N, A, B, ldb, C, ldc, accumulate);
+  }
+  static void gram(int M, int64_t P, const float* X, double* C) { fast_kernels().gram(M, P, X, C); }
+  static double monce(int P, const float* sim, const MonceParams& prm, double g0, double* dsim,
+                      std::vector<double>& work) {
+    return fast_kernels().monce(P, sim, prm, g0, dsim, work);
+  }
+
   // The stem as im2col + GEMM: a 27-deep product per output, like a 1×1 conv.
   static void stem(int N, int H, int W, const float* w, const float* b, const float* xh, float* z) {
     const int64_t P = int64_t(H) * W;

@@ -2,9 +2,11 @@
 // `#pragma GCC target`, so standard-library code keeps the default target.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "kernels_reference.h"
+#include "lip_params.h"
 #include "kernels_table.h"
 #include "parallel.h"

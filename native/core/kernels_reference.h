@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "monce_reference.h"
+
 namespace mghf {
 
 // PyTorch's ReflectionPad2d(1): index -1 reads 1, index n reads n-2.
@@ -118,6 +120,32 @@ struct ReferenceKernels {
     conv1x1_backward(c, h, int64_t(H) * W, Wp, dout, g.data(), false);
     depthwise_relu6_backward(h, H, W, Wd, m2, m1, g.data(), dt.data());
     conv1x1_backward(h, c, int64_t(H) * W, We, dt.data(), din, true);
+  }
+
+  // C[M×N] (+)= A[M×K]·B[K×N], strides ldb, ldc.
+  static void matmul(int M, int K, int64_t N, const T* A, const T* B, int64_t ldb, T* C,
+                     int64_t ldc, bool accumulate) {
+    for (int m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        T acc = accumulate ? C[m * ldc + n] : T(0);
+        for (int k = 0; k < K; ++k) acc += A[m * K + k] * B[k * ldb + n];
+        C[m * ldc + n] = acc;
+      }
+  }
+
+  // C[M×M] = X·Xᵀ, accumulated in double.
+  static void gram(int M, int64_t P, const T* X, double* C) {
+    for (int i = 0; i < M; ++i)
+      for (int j = 0; j < M; ++j) {
+        double acc = 0;
+        for (int64_t p = 0; p < P; ++p) acc += double(X[i * P + p]) * double(X[j * P + p]);
+        C[size_t(i) * M + j] = acc;
+      }
+  }
+
+  static double monce(int P, const T* sim, const MonceParams& prm, double g0, double* dsim,
+                      std::vector<double>& work) {
+    return ref::monce<T>(P, sim, prm, g0, dsim, work);
   }
 
   // z[N×P] = conv3x3(xh[3×P]; w [N×3×3×3], b [N]), stride 1, zero padding 1.

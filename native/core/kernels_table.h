@@ -2,6 +2,9 @@
 // include kernels_simd.inc under a `#pragma GCC target`), picked at run time.
 #pragma once
 #include <cstdint>
+#include <vector>
+
+#include "lip_params.h"
 
 namespace mghf {
 
@@ -27,6 +30,17 @@ struct FastKernelTable {
   void (*irb_backward)(int c, int h, int H, int W, const float* We, const float* Wd,
                        const float* Wp, const uint8_t* m1, const uint8_t* m2, const float* dout,
                        float* din);
+  // C[M×N] (+)= A[M×K]·B[K×N] on the calling thread; B and C have row
+  // strides ldb, ldc (the per-(sample, channel) LIP products run in parallel
+  // tasks of their own).
+  void (*matmul)(int M, int K, int64_t N, const float* A, const float* B, int64_t ldb, float* C,
+                 int64_t ldc, bool accumulate);
+  // C[M×M] = X·Xᵀ for X [M×P]: float partial sums over chunks of at most
+  // 4,096 pixels, added in double (SPEC §8).
+  void (*gram)(int M, int64_t P, const float* X, double* C);
+  // monce.inc on a float similarity matrix.
+  double (*monce)(int P, const float* sim, const MonceParams& prm, double g0, double* dsim,
+                  std::vector<double>& work);
 };
 
 // Defined in kernels_<isa>.cpp; null where the compiler or CPU family lacks it.

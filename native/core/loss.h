@@ -1,21 +1,37 @@
-// The MGHF loss of SPEC §3 and §7 and its gradient with respect to sr.
-// Variant 'n' only for now; 'c' (SPEC §4–6) raises E_UNSUPPORTED.
+// The MGHF loss (SPEC §3–7) and its gradient with respect to sr.
 #pragma once
 #include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "buffer.h"
+#include "csc.h"
 #include "dfe.h"
+#include "entropy.h"
 #include "error.h"
+#include "lip.h"
+#include "lip_params.h"
 
 namespace mghf {
 
 enum class Variant { N, C };
 
+// Every constant of SPEC §7 with its default. The TypeScript layer validates
+// and fills these; the core trusts them.
 struct LossOptions {
   Variant variant = Variant::C;
   InputRange range = InputRange::Unit;
+  double gamma1 = 2, gamma2 = 1.5, gamma3 = 1e-3;        // Γ
+  double beta1 = 0.1333, beta2 = 1, beta3 = 0.1333;      // β
+  int M = 64;
+  double alpha = 1, gamma = 1;
+  std::vector<int> selected;  // [B×M] ascending per row; empty: top-M by importance
+  LipOptions lip;
+  bool details = false;  // return importance and selection
+  bool profile = false;  // return per-stage times
 };
 
 struct Shape {
@@ -26,9 +42,13 @@ struct Shape {
 template <class T>
 struct LossResult {
   double loss = 0;
-  double n = 0;                      // unweighted L_n
-  std::vector<std::string> skipped;  // parts not computed (reported as 0)
-  Buffer<T> grad;                    // ∂L/∂sr, the shape of sr
+  // Unweighted parts; a skipped part stays 0 and is listed in `skipped`.
+  double n = 0, mse = 0, corr = 0, gram = 0, csc = 0, lip = 0;
+  std::vector<std::string> skipped;
+  Buffer<T> grad;                   // ∂L/∂sr, the shape of sr
+  std::vector<double> importance;   // [B×N] (details, CSC on)
+  std::vector<int> selected;        // [B×M] (details, CSC on)
+  std::vector<std::pair<std::string, double>> timings;  // ms per stage (profile)
 };
 
 // Σ (a−b)² in double: the sum has B·N·H·W terms (SPEC §8: > 4096 terms).
@@ -51,30 +71,106 @@ double sum_squared_difference(const T* a, const T* b, int64_t n) {
   return total;
 }
 
+namespace detail {
+
+class Stopwatch {
+ public:
+  explicit Stopwatch(std::vector<std::pair<std::string, double>>* out) : out_(out) {}
+  void lap(const char* name) {
+    if (!out_) return;
+    const auto now = std::chrono::steady_clock::now();
+    out_->emplace_back(name, std::chrono::duration<double, std::milli>(now - last_).count());
+    last_ = now;
+  }
+
+ private:
+  std::vector<std::pair<std::string, double>>* out_;
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace detail
+
 template <class T, class Kn>
 LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const Shape& s,
                         const LossOptions& opt) {
-  if (opt.variant != Variant::N)
-    throw Error("E_UNSUPPORTED",
-                "variant 'c' (MGHF-c) is not implemented yet; pass { variant: 'n' }");
+  LossResult<T> r;
+  const bool c = opt.variant == Variant::C;
+  // Variant 'n' is L_n alone, with no Γ1 (SPEC §7).
+  const double g1 = c ? opt.gamma1 : 1.0, g2 = c ? opt.gamma2 : 0.0, g3 = c ? opt.gamma3 : 0.0;
+  const bool do_n = g1 != 0, do_csc = g2 != 0, do_lip = g3 != 0;
+  const bool b1 = do_csc && opt.beta1 != 0, b2 = do_csc && opt.beta2 != 0,
+             b3 = do_csc && opt.beta3 != 0;
+  if (!do_n) r.skipped.push_back("n");
+  if (!b1) r.skipped.push_back("mse");
+  if (!b2) r.skipped.push_back("corr");
+  if (!b3) r.skipped.push_back("gram");
+  if (!do_csc) r.skipped.push_back("csc");
+  if (!do_lip) r.skipped.push_back("lip");
+  r.grad.resize(size_t(s.size()));
+  r.grad.zero();
+  if (!do_n && !do_csc && !do_lip) return r;  // every term off: no work at all
+
+  detail::Stopwatch clock(opt.profile ? &r.timings : nullptr);
   const int N = w.arch.channels;
-  const int64_t count = int64_t(s.B) * N * s.H * s.W;
-  Buffer<T> G{size_t(count)}, S{size_t(count)};
+  const int64_t P = int64_t(s.H) * s.W, count = int64_t(s.B) * N * P;
+  Buffer<T> G{size_t(count)}, S{size_t(count)}, dS{size_t(count)};
   dfe_forward<T, Kn>(w, gt, s.B, s.H, s.W, opt.range, G.data(), nullptr);
   DfeTape<T> tape;
   dfe_forward<T, Kn>(w, sr, s.B, s.H, s.W, opt.range, S.data(), &tape);
+  dS.zero();
+  clock.lap("dfe_forward");
 
-  LossResult<T> r;
-  r.n = sum_squared_difference(S.data(), G.data(), count) / double(count);
-  r.loss = r.n;
-  r.skipped = {"mse", "corr", "gram", "csc", "lip"};
-  // ∂L_n/∂S = 2 (S − G) / (B·N·H·W), written over G, which is no longer needed.
-  const T scale = T(2.0 / double(count));
-  T* dS = G.data();
-  const T* Sp = S.data();
-  detail::elementwise(count, [&](int64_t i) { dS[i] = (Sp[i] - dS[i]) * scale; });
-  r.grad.resize(size_t(s.size()));
-  dfe_backward<T, Kn>(w, tape, dS, s.B, s.H, s.W, opt.range, r.grad.data());
+  if (do_n) {
+    r.n = sum_squared_difference(S.data(), G.data(), count) / double(count);
+    // ∂(Γ1·L_n)/∂S = Γ1 · 2 (S − G) / (B·N·H·W)
+    const T k = T(g1 * 2.0 / double(count));
+    T* d = dS.data();
+    const T* Sp = S.data();
+    const T* Gp = G.data();
+    detail::elementwise(count, [&](int64_t i) { d[i] += (Sp[i] - Gp[i]) * k; });
+    clock.lap("n");
+  }
+  if (do_csc) {
+    const int M = std::min(opt.M, N);
+    std::vector<double> imp = channel_importance(G.data(), S.data(), s.B, N, P);
+    std::vector<int> sel(size_t(s.B) * M);
+    for (int b = 0; b < s.B; ++b) {
+      if (!opt.selected.empty()) {
+        std::copy(opt.selected.begin() + size_t(b) * M, opt.selected.begin() + size_t(b + 1) * M,
+                  sel.begin() + size_t(b) * M);
+      } else {
+        std::vector<int> top = top_m(imp.data() + size_t(b) * N, N, M);
+        std::copy(top.begin(), top.end(), sel.begin() + size_t(b) * M);
+      }
+    }
+    std::vector<double> wts(sel.size());
+    for (int b = 0; b < s.B; ++b)
+      for (int i = 0; i < M; ++i)
+        wts[size_t(b) * M + i] =
+            std::pow(1.0 + opt.alpha * imp[size_t(b) * N + sel[size_t(b) * M + i]], opt.gamma);
+    clock.lap("importance");
+    const CscParts parts = csc_loss<T, Kn>(G.data(), S.data(), s.B, N, P, M, sel.data(), wts.data(),
+                                           {b1 ? opt.beta1 : 0, b2 ? opt.beta2 : 0,
+                                            b3 ? opt.beta3 : 0, g2},
+                                           dS.data());
+    r.mse = b1 ? parts.mse : 0;
+    r.corr = b2 ? parts.corr : 0;
+    r.gram = b3 ? parts.gram : 0;
+    r.csc = opt.beta1 * r.mse + opt.beta2 * r.corr + opt.beta3 * r.gram;
+    if (opt.details) {
+      r.importance = std::move(imp);
+      r.selected = std::move(sel);
+    }
+    clock.lap("csc");
+  }
+  if (do_lip) {
+    r.lip = lip_loss<T, Kn>(G.data(), S.data(), s.B, N, s.H, s.W, opt.lip, g3, dS.data());
+    clock.lap("lip");
+  }
+  r.loss = g1 * r.n + g2 * r.csc + g3 * r.lip;
+  if (!c) r.loss = r.n;
+  dfe_backward<T, Kn>(w, tape, dS.data(), s.B, s.H, s.W, opt.range, r.grad.data());
+  clock.lap("dfe_backward");
   return r;
 }
 

@@ -13,6 +13,9 @@
 #include "kernels_fast.h"
 #include "kernels_reference.h"
 #include "loss.h"
+#include "entropy.h"
+#include "csc.h"
+#include "lip.h"
 #include "test_util.h"
 
 using namespace mghf;
@@ -321,14 +324,7 @@ void test_loss_gradcheck() {
   }
   auto zero = mghf_loss<double, Ref>(w, gt.data(), gt.data(), s, opt);
   CHECK(zero.loss == 0, "identical images give loss %g", zero.loss);
-  opt.variant = Variant::C;
-  bool threw = false;
-  try {
-    mghf_loss<double, Ref>(w, sr.data(), gt.data(), s, opt);
-  } catch (const Error& e) {
-    threw = e.code() == "E_UNSUPPORTED";
-  }
-  CHECK(threw, "variant c must report E_UNSUPPORTED until it exists");
+  CHECK(zero.skipped.size() == 5, "variant n skips the five MGHF-c parts");
 }
 
 // The production path (float, fast kernels) against the double reference, at
@@ -383,6 +379,151 @@ void test_parallel() {
   CHECK(threw, "an exception in a task reaches the caller");
 }
 
+// SPEC §4 entropy: constant map → 1, one value per bin → 1, two equal halves → 1/8.
+void test_entropy() {
+  std::vector<float> c(100, 0.3f);
+  CHECK(map_entropy(c.data(), 100) == 1.0, "constant map entropy");
+  std::vector<float> u(256);
+  for (int i = 0; i < 256; ++i) u[i] = float(i);
+  double e = map_entropy(u.data(), 256);
+  CHECK(std::fabs(e - 1.0) < 1e-12, "one value per bin: %g", e);
+  std::vector<double> h(64);
+  for (int i = 0; i < 64; ++i) h[i] = i < 32 ? -1.0 : 2.0;
+  e = map_entropy(h.data(), 64);
+  CHECK(std::fabs(e - 0.125) < 1e-12, "two halves: %g", e);
+  const double imp[5] = {0.5, 0.7, 0.7, 0.1, 0.7};
+  CHECK((top_m(imp, 5, 2) == std::vector<int>{1, 2}), "ties go to the smaller index");
+  CHECK((top_m(imp, 5, 4) == std::vector<int>{0, 1, 2, 4}), "kept indices ascending");
+}
+
+// csc_loss with fixed selection and weights is smooth in S: check each sub-term.
+void test_csc_gradcheck() {
+  Rng rng(23);
+  const int B = 2, N = 5, M = 3;
+  const int64_t P = 7 * 6;
+  auto G = rng.vec<double>(size_t(B) * N * P, -1, 1);
+  auto S0 = G;
+  for (auto& v : S0) v += rng.uniform(-0.3, 0.3);
+  const int sel[B * M] = {0, 2, 4, 1, 2, 3};
+  const double w[B * M] = {1.2, 1.5, 1.1, 1.3, 1.05, 1.7};
+  const char* names[] = {"mse", "corr", "gram"};
+  for (int term = 0; term < 3; ++term) {
+    CscWeights cw{term == 0 ? 0.7 : 0, term == 1 ? 1.3 : 0, term == 2 ? 0.9 : 0, 2.0};
+    auto value = [&](const CscParts& p) { return cw.scale * (cw.beta1 * p.mse + cw.beta2 * p.corr + cw.beta3 * p.gram); };
+    auto f = [&](const std::vector<double>& S) {
+      return value(csc_loss<double, Ref>(G.data(), S.data(), B, N, P, M, sel, w, cw, nullptr));
+    };
+    std::vector<double> dS(S0.size(), 0.0);
+    csc_loss<double, Ref>(G.data(), S0.data(), B, N, P, M, sel, w, cw, dS.data());
+    for (int rep = 0; rep < 2; ++rep) {
+      double e = directional_error(f, S0, dS, rng);
+      CHECK(e < 1e-6, "csc %s directional error %g", names[term], e);
+    }
+  }
+}
+
+// LIP with the Sinkhorn plan differentiated through every iteration, with
+// P_max subsampling, in double.
+void test_lip_gradcheck() {
+  Rng rng(29);
+  const int B = 1, N = 2, H = 13, W = 12;
+  const int64_t P = int64_t(H) * W;
+  auto G = rng.vec<double>(size_t(B) * N * P, -1, 1);
+  auto S0 = G;
+  for (auto& v : S0) v += rng.uniform(-0.5, 0.5);
+  LipOptions o;
+  o.patch = 4;
+  o.stride = 3;
+  o.pmax = 7;  // 4×3 = 12 patches in the grid, 7 kept
+  o.monce.iters = 8;
+  o.monce.tau = 0.3;
+  const PatchGrid grid = patch_grid(H, W, o);
+  CHECK(grid.in_grid == 12 && grid.y0.size() == 7, "grid %d kept %zu", grid.in_grid, grid.y0.size());
+  auto f = [&](const std::vector<double>& S) {
+    return lip_loss<double, Ref>(G.data(), S.data(), B, N, H, W, o, 1.0, nullptr);
+  };
+  std::vector<double> dS(S0.size(), 0.0);
+  const double L = lip_loss<double, Ref>(G.data(), S0.data(), B, N, H, W, o, 1.0, dS.data());
+  CHECK(std::fabs(L - f(S0)) < 1e-12, "value with and without gradient");
+  for (int rep = 0; rep < 3; ++rep) {
+    double e = directional_error(f, S0, dS, rng);
+    CHECK(e < 1e-6, "lip directional error %g", e);
+  }
+  // Treating the plan as a constant gives a different (partial) gradient.
+  o.monce.sinkhorn_grad = false;
+  std::vector<double> dS2(S0.size(), 0.0);
+  lip_loss<double, Ref>(G.data(), S0.data(), B, N, H, W, o, 1.0, dS2.data());
+  CHECK(rel_l2(dS2.data(), dS.data(), dS.size()) > 1e-4, "sinkhornGrad off must change the gradient");
+}
+
+// The whole MGHF-c through the DFE, in double. α = 0 and a fixed selection make
+// the weights constant, so the loss is smooth and a finite difference applies.
+void test_loss_c_gradcheck() {
+  DfeArchitecture a{6, 1, 2};
+  auto w = random_weights<double>(a, 41);
+  Rng rng(43);
+  Shape s{2, 3, 9, 10};
+  auto gt = rng.vec<double>(size_t(s.size()), 0, 1);
+  auto sr = gt;
+  for (auto& v : sr) v += rng.uniform(-0.05, 0.05);
+  LossOptions opt;
+  opt.M = 3;
+  opt.alpha = 0;
+  opt.selected = {0, 2, 5, 1, 3, 4};
+  opt.lip.patch = 4;
+  opt.lip.stride = 3;
+  opt.lip.monce.iters = 6;
+  opt.gamma3 = 0.05;
+  auto f = [&](const std::vector<double>& x) { return mghf_loss<double, Ref>(w, x.data(), gt.data(), s, opt).loss; };
+  auto r = mghf_loss<double, Ref>(w, sr.data(), gt.data(), s, opt);
+  CHECK(r.skipped.empty(), "all parts on");
+  CHECK(r.n > 0 && r.mse > 0 && r.corr > 0 && r.gram > 0 && r.lip > 0, "parts %g %g %g %g %g", r.n, r.mse, r.corr, r.gram, r.lip);
+  const double total = opt.gamma1 * r.n + opt.gamma2 * (opt.beta1 * r.mse + opt.beta2 * r.corr + opt.beta3 * r.gram) + opt.gamma3 * r.lip;
+  CHECK(std::fabs(total - r.loss) <= 1e-12 * std::fabs(total), "total %g vs %g", r.loss, total);
+  std::vector<double> g(r.grad.data(), r.grad.data() + r.grad.size());
+  for (int rep = 0; rep < 3; ++rep) {
+    double e = directional_error(f, sr, g, rng);
+    CHECK(e < 1e-5, "loss_c directional error %g", e);
+  }
+  // A Γ of 0 skips its term and reports it as 0.
+  opt.gamma3 = 0;
+  auto r2 = mghf_loss<double, Ref>(w, sr.data(), gt.data(), s, opt);
+  CHECK(r2.lip == 0 && std::find(r2.skipped.begin(), r2.skipped.end(), "lip") != r2.skipped.end(), "lip skipped");
+}
+
+// Float production path of MGHF-c against the double reference (SPEC §8).
+void test_loss_c_fast_vs_reference() {
+  DfeArchitecture a{16, 1, 2};
+  auto wd = random_weights<double>(a, 47);
+  auto wf = wd.cast<float>();
+  Rng rng(53);
+  Shape s{2, 3, 40, 45};
+  auto gt = rng.vec<double>(size_t(s.size()), 0, 1);
+  auto sr = gt;
+  for (auto& v : sr) v += rng.uniform(-0.05, 0.05);
+  std::vector<float> gtf(gt.begin(), gt.end()), srf(sr.begin(), sr.end());
+  for (size_t i = 0; i < sr.size(); ++i) {
+    sr[i] = srf[i];
+    gt[i] = gtf[i];
+  }
+  LossOptions opt;
+  opt.M = 6;
+  opt.details = true;
+  opt.lip.stride = 4;  // 9 × 4 patches
+  auto rd = mghf_loss<double, Ref>(wd, sr.data(), gt.data(), s, opt);
+  opt.selected = rd.selected;  // near-ties may legitimately select differently (SPEC §8)
+  auto rf = cpu_backend().loss(wf, srf.data(), gtf.data(), s, opt);
+  auto near = [](double v, double ref) { return std::fabs(v - ref) <= 1e-4 * std::fabs(ref) + 1e-7; };
+  CHECK(near(rf.loss, rd.loss), "loss %.9g vs %.9g", rf.loss, rd.loss);
+  CHECK(near(rf.n, rd.n) && near(rf.mse, rd.mse) && near(rf.corr, rd.corr) && near(rf.gram, rd.gram) &&
+            near(rf.lip, rd.lip),
+        "parts n %g/%g mse %g/%g corr %g/%g gram %g/%g lip %g/%g", rf.n, rd.n, rf.mse, rd.mse, rf.corr,
+        rd.corr, rf.gram, rd.gram, rf.lip, rd.lip);
+  double ge = rel_l2(rf.grad.data(), rd.grad.data(), rd.grad.size());
+  CHECK(ge <= 1e-3, "grad rel err %g", ge);
+  std::printf("MGHF-c float vs double: loss %.9g / %.9g, grad rel err %.3g\n", rf.loss, rd.loss, ge);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -393,6 +534,11 @@ int main(int argc, char** argv) {
       {"loss_gradcheck", test_loss_gradcheck},
       {"loss_fast_vs_reference", test_loss_fast_vs_reference},
       {"parallel", test_parallel},
+      {"entropy", test_entropy},
+      {"csc_gradcheck", test_csc_gradcheck},
+      {"lip_gradcheck", test_lip_gradcheck},
+      {"loss_c_gradcheck", test_loss_c_gradcheck},
+      {"loss_c_fast_vs_reference", test_loss_c_fast_vs_reference},
   };
   int ran = 0;
   for (auto& [name, fn] : groups) {

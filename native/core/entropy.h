@@ -1,0 +1,70 @@
+// Entropy-based channel importance, top-M selection and the reweighting of
+// SPEC §4. The entropy is piecewise constant in the features, so I, the
+// selection and the weights are constants for the backward (SPEC §4): only the
+// gather-and-scale (w_i · F[b, sel_i]) carries a gradient, handled in csc.h.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "parallel.h"
+
+namespace mghf {
+
+// Normalised 256-bin histogram entropy of one map over its own min–max range.
+// Binning is done in float32 with IEEE division exactly as SPEC §4 writes it,
+// whatever T is, so a double-precision run bins the same way.
+template <class T>
+double map_entropy(const T* x, int64_t n) {
+  float lo = float(x[0]), hi = float(x[0]);
+  for (int64_t i = 1; i < n; ++i) {
+    const float v = float(x[i]);
+    lo = v < lo ? v : lo;
+    hi = v > hi ? v : hi;
+  }
+  if (!(hi > lo)) return 1.0;  // a constant map carries no information
+  int64_t count[256] = {0};
+  const float range = hi - lo;
+  for (int64_t i = 0; i < n; ++i) {
+    const float t = (float(x[i]) - lo) / range;
+    const float scaled = 256.0f * t;
+    const int bin = std::min(255, int(std::floor(scaled)));
+    ++count[bin];
+  }
+  double h = 0;
+  for (int k = 0; k < 256; ++k)
+    if (count[k] > 0) {
+      const double p = double(count[k]) / double(n);
+      h -= p * std::log(p);
+    }
+  return h / std::log(256.0);
+}
+
+// importance [B×N]: I_j = ((1 − Ĥ(G[b,j])) + (1 − Ĥ(S[b,j]))) / 2.
+template <class T>
+std::vector<double> channel_importance(const T* G, const T* S, int B, int N, int64_t P) {
+  std::vector<double> hg(size_t(B) * N), hs(size_t(B) * N), imp(size_t(B) * N);
+  parallel_for(int64_t(2) * B * N, [&](int64_t t) {
+    const int64_t i = t / 2;
+    if (t % 2 == 0) hg[size_t(i)] = map_entropy(G + i * P, P);
+    else hs[size_t(i)] = map_entropy(S + i * P, P);
+  });
+  for (size_t i = 0; i < imp.size(); ++i) imp[i] = ((1.0 - hg[i]) + (1.0 - hs[i])) / 2.0;
+  return imp;
+}
+
+// The M channels of largest importance, ties to the smaller index, listed in
+// ascending channel order.
+inline std::vector<int> top_m(const double* importance, int N, int M) {
+  std::vector<int> idx(static_cast<size_t>(N));
+  std::iota(idx.begin(), idx.end(), 0);
+  std::stable_sort(idx.begin(), idx.end(),
+                   [&](int a, int b) { return importance[a] > importance[b]; });
+  idx.resize(size_t(M));
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+}  // namespace mghf

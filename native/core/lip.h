@@ -1,0 +1,103 @@
+// Local information preservation (SPEC §6): modulated PatchNCE on every
+// channel of G and S, with its gradient into ∂L/∂S. One task per
+// (sample, channel): patch embeddings, the similarity product, monce.inc, and
+// back through the normalisation into the overlapping patches of that
+// channel's plane, which no other task touches.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "lip_params.h"
+#include "parallel.h"
+
+namespace mghf {
+
+struct PatchGrid {
+  int in_grid = 0;             // n_r · n_c
+  std::vector<int> y0, x0;     // origins of the kept patches, raster order
+};
+
+// Rows start at 0, t, 2t, … while ≤ H − s; past P_max keep raster indices
+// floor(m·P / P_max) (SPEC §6).
+inline PatchGrid patch_grid(int H, int W, const LipOptions& o) {
+  PatchGrid g;
+  const int nr = (H - o.patch) / o.stride + 1, nc = (W - o.patch) / o.stride + 1;
+  g.in_grid = nr * nc;
+  const int kept = g.in_grid > o.pmax ? o.pmax : g.in_grid;
+  for (int m = 0; m < kept; ++m) {
+    const int idx = g.in_grid > o.pmax ? int(int64_t(m) * g.in_grid / o.pmax) : m;
+    g.y0.push_back(idx / nc * o.stride);
+    g.x0.push_back(idx % nc * o.stride);
+  }
+  return g;
+}
+
+constexpr double kPatchNormEps = 1e-7;
+
+// Returns L_lip = (1/(B·N)) Σ_{b,k} Σ_i l_i; adds scale·∂L_lip/∂S into dS.
+template <class T, class Kn>
+double lip_loss(const T* G, const T* S, int B, int N, int H, int W, const LipOptions& o,
+                double scale, T* dS) {
+  const PatchGrid grid = patch_grid(H, W, o);
+  const int P = int(grid.y0.size()), s = o.patch, D = s * s;
+  const int64_t plane = int64_t(H) * W;
+  std::vector<double> per_map(size_t(B) * N);
+  const double g0 = scale / (double(B) * N);
+  parallel_for(int64_t(B) * N, [&](int64_t bk) {
+    const T* splane = S + bk * plane;
+    const T* gplane = G + bk * plane;
+    std::vector<T> q(size_t(P) * D), g(size_t(P) * D), gt(size_t(D) * P), sim(size_t(P) * P);
+    std::vector<double> qn(static_cast<size_t>(P)), work;
+    // q_i = vec(patch) / (‖vec(patch)‖ + 1e-7); g_j likewise, also transposed for q·gᵀ.
+    auto embed = [&](const T* src, T* dst, double* norms) {
+      for (int i = 0; i < P; ++i) {
+        T* row = dst + size_t(i) * D;
+        for (int dy = 0; dy < s; ++dy)
+          std::copy(src + int64_t(grid.y0[i] + dy) * W + grid.x0[i],
+                    src + int64_t(grid.y0[i] + dy) * W + grid.x0[i] + s, row + dy * s);
+        double nn = 0;
+        for (int d = 0; d < D; ++d) nn += double(row[d]) * double(row[d]);
+        const double n = std::sqrt(nn);
+        if (norms) norms[i] = n;
+        const T inv = T(1.0 / (n + kPatchNormEps));
+        for (int d = 0; d < D; ++d) row[d] *= inv;
+      }
+    };
+    embed(splane, q.data(), qn.data());
+    embed(gplane, g.data(), nullptr);
+    for (int j = 0; j < P; ++j)
+      for (int d = 0; d < D; ++d) gt[size_t(d) * P + j] = g[size_t(j) * D + d];
+    Kn::matmul(P, D, P, q.data(), gt.data(), P, sim.data(), P, false);
+    std::vector<double> dsim(dS ? size_t(P) * P : 0);
+    per_map[size_t(bk)] = Kn::monce(P, sim.data(), o.monce, g0, dS ? dsim.data() : nullptr, work);
+    if (!dS) return;
+    // ∂/∂q = ∂sim · g, then through q = v / (‖v‖ + δ):
+    // ∂v = ∂q/(n+δ) − v·(v·∂q)/(n·(n+δ)²), the second term 0 where n = 0.
+    std::vector<T> dsimT(size_t(P) * P), dq(size_t(P) * D);
+    for (size_t e = 0; e < dsimT.size(); ++e) dsimT[e] = T(dsim[e]);
+    Kn::matmul(P, P, D, dsimT.data(), g.data(), D, dq.data(), D, false);
+    T* dplane = dS + bk * plane;
+    for (int i = 0; i < P; ++i) {
+      const T* dqi = dq.data() + size_t(i) * D;
+      const double n = qn[size_t(i)], inv = 1.0 / (n + kPatchNormEps);
+      double vdq = 0;
+      for (int dy = 0; dy < s; ++dy) {
+        const T* v = splane + int64_t(grid.y0[i] + dy) * W + grid.x0[i];
+        for (int dx = 0; dx < s; ++dx) vdq += double(v[dx]) * double(dqi[dy * s + dx]);
+      }
+      const double c = n > 0 ? vdq / (n * (n + kPatchNormEps) * (n + kPatchNormEps)) : 0.0;
+      for (int dy = 0; dy < s; ++dy) {
+        const T* v = splane + int64_t(grid.y0[i] + dy) * W + grid.x0[i];
+        T* dv = dplane + int64_t(grid.y0[i] + dy) * W + grid.x0[i];
+        for (int dx = 0; dx < s; ++dx)
+          dv[dx] += T(double(dqi[dy * s + dx]) * inv - double(v[dx]) * c);
+      }
+    }
+  });
+  double total = 0;
+  for (double v : per_map) total += v;  // fixed order
+  return total / (double(B) * N);
+}
+
+}  // namespace mghf
