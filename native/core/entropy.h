@@ -16,7 +16,7 @@ namespace mghf {
 // Normalised 256-bin histogram entropy of one map over its own min–max range.
 // Binning is done in float32 with IEEE division exactly as SPEC §4 writes it,
 // whatever T is, so a double-precision run bins the same way.
-template <class T>
+template <class T, class Kn>
 double map_entropy(const T* x, int64_t n) {
   float lo = float(x[0]), hi = float(x[0]);
   for (int64_t i = 1; i < n; ++i) {
@@ -26,13 +26,7 @@ double map_entropy(const T* x, int64_t n) {
   }
   if (!(hi > lo)) return 1.0;  // a constant map carries no information
   int64_t count[256] = {0};
-  const float range = hi - lo;
-  for (int64_t i = 0; i < n; ++i) {
-    const float t = (float(x[i]) - lo) / range;
-    const float scaled = 256.0f * t;
-    const int bin = std::min(255, int(std::floor(scaled)));
-    ++count[bin];
-  }
+  Kn::histogram256(x, n, lo, hi - lo, count);
   double h = 0;
   for (int k = 0; k < 256; ++k)
     if (count[k] > 0) {
@@ -43,13 +37,13 @@ double map_entropy(const T* x, int64_t n) {
 }
 
 // importance [B×N]: I_j = ((1 − Ĥ(G[b,j])) + (1 − Ĥ(S[b,j]))) / 2.
-template <class T>
+template <class T, class Kn>
 std::vector<double> channel_importance(const T* G, const T* S, int B, int N, int64_t P) {
   std::vector<double> hg(size_t(B) * N), hs(size_t(B) * N), imp(size_t(B) * N);
   parallel_for(int64_t(2) * B * N, [&](int64_t t) {
     const int64_t i = t / 2;
-    if (t % 2 == 0) hg[size_t(i)] = map_entropy(G + i * P, P);
-    else hs[size_t(i)] = map_entropy(S + i * P, P);
+    if (t % 2 == 0) hg[size_t(i)] = map_entropy<T, Kn>(G + i * P, P);
+    else hs[size_t(i)] = map_entropy<T, Kn>(S + i * P, P);
   });
   for (size_t i = 0; i < imp.size(); ++i) imp[i] = ((1.0 - hg[i]) + (1.0 - hs[i])) / 2.0;
   return imp;

@@ -52,6 +52,9 @@ struct FastKernels {
     fast_kernels().matmul(M, K, N, A, B, ldb, C, ldc, accumulate);
   }
   static void gram(int M, int64_t P, const float* X, double* C) { fast_kernels().gram(M, P, X, C); }
+  static void histogram256(const float* x, int64_t n, float lo, float range, int64_t* count) {
+    fast_kernels().histogram256(x, n, lo, range, count);
+  }
   static double monce(int P, const float* sim, const MonceParams& prm, double g0, double* dsim,
                       std::vector<double>& work) {
     return fast_kernels().monce(P, sim, prm, g0, dsim, work);

@@ -6,6 +6,8 @@
 // Layout: one sample, planar [channels][H*W]. Masks hold 1 where the ReLU6
 // input was strictly inside (0, 6), i.e. where its derivative is 1 (SPEC §2).
 #pragma once
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -141,6 +143,14 @@ struct ReferenceKernels {
         for (int64_t p = 0; p < P; ++p) acc += double(X[i * P + p]) * double(X[j * P + p]);
         C[size_t(i) * M + j] = acc;
       }
+  }
+
+  static void histogram256(const T* x, int64_t n, float lo, float range, int64_t* count) {
+    for (int64_t i = 0; i < n; ++i) {
+      const float t = (float(x[i]) - lo) / range;
+      const float scaled = 256.0f * t;
+      ++count[std::min(255, int(std::floor(scaled)))];
+    }
   }
 
   static double monce(int P, const T* sim, const MonceParams& prm, double g0, double* dsim,

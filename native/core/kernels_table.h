@@ -38,6 +38,9 @@ struct FastKernelTable {
   // C[M×M] = X·Xᵀ for X [M×P]: float partial sums over chunks of at most
   // 4,096 pixels, added in double (SPEC §8).
   void (*gram)(int M, int64_t P, const float* X, double* C);
+  // count[k] += #{i : min(255, floor(256·(x[i] − lo) / range)) = k}, with the
+  // float32 arithmetic of SPEC §4 (range = hi − lo > 0).
+  void (*histogram256)(const float* x, int64_t n, float lo, float range, int64_t* count);
   // monce.inc on a float similarity matrix.
   double (*monce)(int P, const float* sim, const MonceParams& prm, double g0, double* dsim,
                   std::vector<double>& work);

@@ -132,7 +132,7 @@ LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const 
   }
   if (do_csc) {
     const int M = std::min(opt.M, N);
-    std::vector<double> imp = channel_importance(G.data(), S.data(), s.B, N, P);
+    std::vector<double> imp = channel_importance<T, Kn>(G.data(), S.data(), s.B, N, P);
     std::vector<int> sel(size_t(s.B) * M);
     for (int b = 0; b < s.B; ++b) {
       if (!opt.selected.empty()) {

@@ -157,6 +157,18 @@ void test_ops_gradcheck() {
   }
 }
 
+bool runs_here(const FastKernelTable& t) {
+  if (std::strcmp(t.isa, "generic") == 0) return true;
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (std::strcmp(t.isa, "avx2") == 0)
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#else
+  return false;
+#endif
+}
+
 // Float kernels of one ISA table against the float reference, on sizes with
 // ragged edges (P not a multiple of any tile, M not a multiple of 4).
 void check_table(const FastKernelTable& t) {
@@ -236,18 +248,9 @@ void test_fast_vs_reference() {
   int tables = 0;
   for (const FastKernelTable* t : {kernels_generic(), kernels_avx2(), kernels_avx512()}) {
     if (!t) continue;
-    if (std::strcmp(t->isa, "generic") != 0) {
-#if defined(__x86_64__) && defined(__GNUC__)
-      __builtin_cpu_init();
-      const bool runs = std::strcmp(t->isa, "avx2") == 0 ? __builtin_cpu_supports("avx2") &&
-                                                               __builtin_cpu_supports("fma")
-                                                         : __builtin_cpu_supports("avx512bw") &&
-                                                               __builtin_cpu_supports("avx512vl");
-      if (!runs) {
-        std::printf("skip %s: this CPU lacks it\n", t->isa);
-        continue;
-      }
-#endif
+    if (!runs_here(*t)) {
+      std::printf("skip %s: this CPU lacks it\n", t->isa);
+      continue;
     }
     std::printf("checking %s kernels\n", t->isa);
     check_table(*t);
@@ -382,15 +385,27 @@ void test_parallel() {
 // SPEC §4 entropy: constant map → 1, one value per bin → 1, two equal halves → 1/8.
 void test_entropy() {
   std::vector<float> c(100, 0.3f);
-  CHECK(map_entropy(c.data(), 100) == 1.0, "constant map entropy");
+  CHECK((map_entropy<float, RefF>(c.data(), 100) == 1.0), "constant map entropy");
   std::vector<float> u(256);
   for (int i = 0; i < 256; ++i) u[i] = float(i);
-  double e = map_entropy(u.data(), 256);
+  double e = (map_entropy<float, FastKernels>(u.data(), 256));
   CHECK(std::fabs(e - 1.0) < 1e-12, "one value per bin: %g", e);
   std::vector<double> h(64);
   for (int i = 0; i < 64; ++i) h[i] = i < 32 ? -1.0 : 2.0;
-  e = map_entropy(h.data(), 64);
+  e = (map_entropy<double, Ref>(h.data(), 64));
   CHECK(std::fabs(e - 0.125) < 1e-12, "two halves: %g", e);
+  // Fast binning (vector division and floor) against the reference, on values
+  // that land on bin edges too.
+  Rng rng(31);
+  for (const FastKernelTable* tb : {kernels_generic(), kernels_avx2(), kernels_avx512()}) {
+    if (!tb || !runs_here(*tb)) continue;
+    std::vector<float> x = rng.vec<float>(5000, -3, 5);
+    for (int i = 0; i < 300; ++i) x[size_t(i)] = -3.f + 8.f * float(i % 257) / 256.f;
+    int64_t cr[256] = {0}, cf[256] = {0};
+    RefF::histogram256(x.data(), int64_t(x.size()), -3.f, 8.f, cr);
+    tb->histogram256(x.data(), int64_t(x.size()), -3.f, 8.f, cf);
+    CHECK(std::equal(cr, cr + 256, cf), "%s histogram differs from the reference", tb->isa);
+  }
   const double imp[5] = {0.5, 0.7, 0.7, 0.1, 0.7};
   CHECK((top_m(imp, 5, 2) == std::vector<int>{1, 2}), "ties go to the smaller index");
   CHECK((top_m(imp, 5, 4) == std::vector<int>{0, 1, 2, 4}), "kept indices ascending");
