@@ -55,9 +55,9 @@ struct FastKernels {
   static void histogram256(const float* x, int64_t n, float lo, float range, int64_t* count) {
     fast_kernels().histogram256(x, n, lo, range, count);
   }
-  static double monce(int P, const float* sim, const MonceParams& prm, double g0, double* dsim,
-                      std::vector<double>& work) {
-    return fast_kernels().monce(P, sim, prm, g0, dsim, work);
+  static double monce(int P, const float* sim, const MonceParams& prm, double g0, float* dsim,
+                      std::vector<double>& work, std::vector<float>& kwork) {
+    return fast_kernels().monce(P, sim, prm, g0, dsim, work, kwork);
   }
 
   // The stem as im2col + GEMM: a 27-deep product per output, like a 1×1 conv.

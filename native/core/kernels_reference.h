@@ -153,9 +153,9 @@ struct ReferenceKernels {
     }
   }
 
-  static double monce(int P, const T* sim, const MonceParams& prm, double g0, double* dsim,
-                      std::vector<double>& work) {
-    return ref::monce<T>(P, sim, prm, g0, dsim, work);
+  static double monce(int P, const T* sim, const MonceParams& prm, double g0, T* dsim,
+                      std::vector<double>& work, std::vector<T>& kwork) {
+    return ref::monce<T>(P, sim, prm, g0, dsim, work, kwork);
   }
 
   // z[N×P] = conv3x3(xh[3×P]; w [N×3×3×3], b [N]), stride 1, zero padding 1.

@@ -42,8 +42,8 @@ struct FastKernelTable {
   // float32 arithmetic of SPEC §4 (range = hi − lo > 0).
   void (*histogram256)(const float* x, int64_t n, float lo, float range, int64_t* count);
   // monce.inc on a float similarity matrix.
-  double (*monce)(int P, const float* sim, const MonceParams& prm, double g0, double* dsim,
-                  std::vector<double>& work);
+  double (*monce)(int P, const float* sim, const MonceParams& prm, double g0, float* dsim,
+                  std::vector<double>& work, std::vector<float>& kwork);
 };
 
 // Defined in kernels_<isa>.cpp; null where the compiler or CPU family lacks it.

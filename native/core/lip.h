@@ -49,6 +49,7 @@ double lip_loss(const T* G, const T* S, int B, int N, int H, int W, const LipOpt
     const T* gplane = G + bk * plane;
     std::vector<T> q(size_t(P) * D), g(size_t(P) * D), gt(size_t(D) * P), sim(size_t(P) * P);
     std::vector<double> qn(static_cast<size_t>(P)), work;
+    std::vector<T> kwork;
     // q_i = vec(patch) / (‖vec(patch)‖ + 1e-7); g_j likewise, also transposed for q·gᵀ.
     auto embed = [&](const T* src, T* dst, double* norms) {
       for (int i = 0; i < P; ++i) {
@@ -69,14 +70,14 @@ double lip_loss(const T* G, const T* S, int B, int N, int H, int W, const LipOpt
     for (int j = 0; j < P; ++j)
       for (int d = 0; d < D; ++d) gt[size_t(d) * P + j] = g[size_t(j) * D + d];
     Kn::matmul(P, D, P, q.data(), gt.data(), P, sim.data(), P, false);
-    std::vector<double> dsim(dS ? size_t(P) * P : 0);
-    per_map[size_t(bk)] = Kn::monce(P, sim.data(), o.monce, g0, dS ? dsim.data() : nullptr, work);
+    std::vector<T> dsim(dS ? size_t(P) * P : 0);
+    per_map[size_t(bk)] =
+        Kn::monce(P, sim.data(), o.monce, g0, dS ? dsim.data() : nullptr, work, kwork);
     if (!dS) return;
     // ∂/∂q = ∂sim · g, then through q = v / (‖v‖ + δ):
     // ∂v = ∂q/(n+δ) − v·(v·∂q)/(n·(n+δ)²), the second term 0 where n = 0.
-    std::vector<T> dsimT(size_t(P) * P), dq(size_t(P) * D);
-    for (size_t e = 0; e < dsimT.size(); ++e) dsimT[e] = T(dsim[e]);
-    Kn::matmul(P, P, D, dsimT.data(), g.data(), D, dq.data(), D, false);
+    std::vector<T> dq(size_t(P) * D);
+    Kn::matmul(P, P, D, dsim.data(), g.data(), D, dq.data(), D, false);
     T* dplane = dS + bk * plane;
     for (int i = 0; i < P; ++i) {
       const T* dqi = dq.data() + size_t(i) * D;
