@@ -37,7 +37,7 @@ class UsageError extends Error {
 
 const VARIANTS = ['n', 'c'] as const;
 // Report order of the parts (SPEC §7).
-const PART_ORDER = ['n', 'csc', 'mse', 'corr', 'gram', 'lip'];
+const PART_ORDER = ['n', 'csc', 'mse', 'corr', 'gram', 'lip'] as const;
 
 async function runScore(values: Values): Promise<number> {
   const sr = requireString(values, 'sr', 'score');
@@ -68,40 +68,29 @@ async function runScore(values: Values): Promise<number> {
     ...(weights !== undefined ? { weights } : {}),
   });
 
-  const skipped = new Set(result.skipped);
-  const parts = Object.keys(result.parts).sort(byPartOrder);
+  // Skipped parts are reported as 0 by the library; print only the parts that were computed.
+  const skipped = new Set<string>(result.skipped);
+  const parts = PART_ORDER.filter((k) => !skipped.has(k));
   if (values.json) {
     const out = {
       sr,
       gt,
       width: ws,
       height: hs,
-      variant: variant ?? null,
+      variant: variant ?? 'c',
       weights: typeof values.weights === 'string' ? values.weights : null,
       loss: result.loss,
-      parts: Object.fromEntries(parts.map((k) => [k, partValue(result.parts, k)])),
+      parts: Object.fromEntries(parts.map((k) => [k, result.parts[k]])),
       skipped: result.skipped,
     };
     process.stdout.write(JSON.stringify(out) + '\n');
     return 0;
   }
-  const lines = [`loss   ${formatNumber(result.loss)}   (${ws}×${hs}${variant ? `, variant ${variant}` : ''})`];
-  for (const k of parts) {
-    if (!skipped.has(k)) lines.push(`  ${k.padEnd(5)}${formatNumber(partValue(result.parts, k))}`);
-  }
+  const lines = [`loss   ${formatNumber(result.loss)}   (${ws}×${hs}, variant ${variant ?? 'c'})`];
+  for (const k of parts) lines.push(`  ${k.padEnd(5)}${formatNumber(result.parts[k])}`);
   if (skipped.size > 0) lines.push(`skipped: ${[...skipped].join(', ')}`);
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
-}
-
-function partValue(parts: object, key: string): number {
-  return (parts as Record<string, number>)[key];
-}
-
-function byPartOrder(a: string, b: string): number {
-  const ia = PART_ORDER.indexOf(a);
-  const ib = PART_ORDER.indexOf(b);
-  return (ia < 0 ? PART_ORDER.length : ia) - (ib < 0 ? PART_ORDER.length : ib) || a.localeCompare(b);
 }
 
 function formatNumber(x: number): string {

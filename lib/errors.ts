@@ -89,14 +89,17 @@ function constructorName(value: object): string | undefined {
   return typeof ctor === 'function' && ctor.name ? ctor.name : undefined;
 }
 
-/** sharp-style error: "Expected <expected> for <name> but received <describe(actual)>". */
+/**
+ * sharp-style error: "Expected <expected> for <name> but received <describe(actual)>".
+ * `argument` (default `name`) is the option the error is about when `name` points inside it,
+ * e.g. name 'opts.selected[1][2]', argument 'opts.selected'.
+ */
 export function invalidParameterError(
   code: MghfErrorCode,
   name: string,
   expected: string,
   actual: unknown,
+  argument = name,
 ): MghfError {
-  return new MghfError(code, `Expected ${expected} for ${name} but received ${describe(actual)}`, {
-    argument: name,
-  });
+  return new MghfError(code, `Expected ${expected} for ${name} but received ${describe(actual)}`, { argument });
 }

@@ -22,6 +22,7 @@ export {
   type LossOptions,
   type LossResult,
   type LossParts,
+  type PartName,
   type FeatureOptions,
   type Variant,
   type Device,

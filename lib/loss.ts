@@ -2,17 +2,19 @@
 // before anything reaches native code), then one native call.
 
 import { MghfError, invalidParameterError } from './errors';
-import { NativeLossOptions, NativeWeights, native, rethrowNative } from './native';
+import { NativeLossOptions, NativeLossResult, NativeWeights, native, rethrowNative } from './native';
 import { Tensor } from './tensor';
-import { ImageLayout, checkOptions, toImageTensor } from './validate';
+import { ImageLayout, checkOptions, is, toImageTensor } from './validate';
 import { DfeWeights, checkWeights, createWeights } from './weights';
 
 export type Variant = 'n' | 'c';
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 export type InputRange = 'unit' | 'symmetric';
+/** The parts of the loss (SPEC §7), each reported unweighted. */
+export type PartName = 'n' | 'mse' | 'corr' | 'gram' | 'csc' | 'lip';
 
 export interface LossOptions {
-  /** 'c' (MGHF-c, SPEC §7 default) or 'n' (MGHF-n). Only 'n' is implemented in this version. */
+  /** 'c' (MGHF-c, the default, SPEC §7) or 'n' (MGHF-n, SPEC §3). */
   variant?: Variant;
   /** DFE weights (loadWeights / createWeights). Default: createWeights({ seed: 0 }). */
   weights?: DfeWeights;
@@ -22,40 +24,77 @@ export interface LossOptions {
   layout?: ImageLayout;
   /** 'unit' ([0,1], default) or 'symmetric' ([-1,1], mapped by (x+1)/2). */
   inputRange?: InputRange;
-  // SPEC §7 options of MGHF-c, accepted by name now so typos fail loudly.
+  /** Γ1, Γ2, Γ3 of SPEC §7: weights of L_n, L_csc, L_lip (default 2, 1.5, 1e-3; 0 skips the term). */
   gamma1?: number; gamma2?: number; gamma3?: number;
+  /** β1, β2, β3 of SPEC §5: weights of mse, corr, gram in L_csc (default 0.1333, 1, 0.1333). */
   beta1?: number; beta2?: number; beta3?: number;
-  M?: number; alpha?: number; gamma?: number; selected?: unknown;
-  patch?: number; stride?: number; pmax?: number; tau?: number; epsOt?: number; Q?: number;
-  iters?: number; sinkhornGrad?: boolean; returnDetails?: boolean;
+  /** SPEC §4: channels kept (default 64, capped at the DFE's channels), and w = (1 + α·I)^γ. */
+  M?: number; alpha?: number; gamma?: number;
+  /** SPEC §4: kept channels per sample, [B][M] or flat B·M, each row strictly ascending; replaces the top-M choice. */
+  selected?: ArrayLike<number> | ArrayLike<ArrayLike<number>> | null;
+  /** SPEC §6: patch size and stride (32, 16), most patches (256), τ (0.07), ε_ot (1), Q (1), Sinkhorn iterations (50). */
+  patch?: number; stride?: number; pmax?: number; tau?: number; epsOt?: number; Q?: number; iters?: number;
+  /** SPEC §6: differentiate through the Sinkhorn plan (default true) or treat it as a constant. */
+  sinkhornGrad?: boolean;
+  /** Also return the importance [B][N] and the kept channels [B][M] (when the CSC term is on). */
+  returnDetails?: boolean;
+  /** Also return the milliseconds spent in each native stage. */
+  profile?: boolean;
 }
 
-export interface LossParts {
-  [part: string]: number | undefined;
-  n: number;
-  mse?: number;
-  corr?: number;
-  gram?: number;
-  csc?: number;
-  lip?: number;
-}
+/** Every part, unweighted; a skipped part is 0 and listed in `skipped`. */
+export type LossParts = Record<PartName, number>;
 
 export interface LossResult {
   /** The total loss L (SPEC §7). */
   loss: number;
-  /** Each part, unweighted; a skipped part is absent here and listed in `skipped`. */
+  /** Each part, unweighted (csc = β1·mse + β2·corr + β3·gram); a skipped part is 0. */
   parts: LossParts;
   /** Parts not computed (weight 0, or not part of the variant). */
-  skipped: string[];
+  skipped: PartName[];
   /** ∂L/∂sr, same dims and layout as sr. */
   grad: Tensor;
+  /** With returnDetails and the CSC term on: the channel importance I, [B][N] (SPEC §4). */
+  importance?: number[][];
+  /** With returnDetails and the CSC term on: the kept channels, [B][M], ascending (SPEC §4). */
+  selected?: number[][];
+  /** With profile: milliseconds per native stage. */
+  timings?: Record<string, number>;
 }
 
+const nonNegative = (v: unknown): v is number => is.number(v) && v >= 0;
+const positive = (v: unknown): v is number => is.number(v) && v > 0;
+const spec = <T>(value: T, expected: string, ok: (v: unknown) => v is T) => ({ default: value, expected, ok });
+const WEIGHT = 'a finite number ≥ 0 (a term weight cannot be negative)';
+const COUNT = 'an integer ≥ 1';
+
+// The numeric and boolean options with their defaults (SPEC §4–7) and the check a value must pass.
+const VALUE_OPTIONS = {
+  gamma1: spec(2, WEIGHT, nonNegative),
+  gamma2: spec(1.5, WEIGHT, nonNegative),
+  gamma3: spec(1e-3, WEIGHT, nonNegative),
+  beta1: spec(0.1333, WEIGHT, nonNegative),
+  beta2: spec(1, WEIGHT, nonNegative),
+  beta3: spec(0.1333, WEIGHT, nonNegative),
+  M: spec(64, 'an integer ≥ 1 (the number of channels kept)', is.positiveInteger),
+  alpha: spec(1, 'a finite number ≥ 0', nonNegative),
+  gamma: spec(1, 'a finite number', is.number),
+  patch: spec(32, COUNT, is.positiveInteger),
+  stride: spec(16, COUNT, is.positiveInteger),
+  pmax: spec(256, COUNT, is.positiveInteger),
+  tau: spec(0.07, 'a finite number > 0', positive),
+  epsOt: spec(1, 'a finite number > 0', positive),
+  Q: spec(1, 'a finite number ≥ 0', nonNegative),
+  iters: spec(50, COUNT, is.positiveInteger),
+  sinkhornGrad: spec(true, 'a boolean', is.bool),
+  returnDetails: spec(false, 'a boolean', is.bool),
+  profile: spec(false, 'a boolean', is.bool),
+};
+type ValueOptions = { [K in keyof typeof VALUE_OPTIONS]: (typeof VALUE_OPTIONS)[K]['default'] };
+
 export const LOSS_OPTION_NAMES = [
-  'variant', 'weights', 'device', 'layout', 'inputRange',
-  'gamma1', 'gamma2', 'gamma3', 'beta1', 'beta2', 'beta3',
-  'M', 'alpha', 'gamma', 'selected', 'patch', 'stride', 'pmax', 'tau', 'epsOt', 'Q', 'iters',
-  'sinkhornGrad', 'returnDetails',
+  'variant', 'weights', 'device', 'layout', 'inputRange', 'selected',
+  ...(Object.keys(VALUE_OPTIONS) as (keyof ValueOptions)[]),
 ] as const;
 
 const FEATURE_OPTION_NAMES = ['weights', 'device', 'layout', 'inputRange'] as const;
@@ -112,36 +151,83 @@ function checkPair(srIn: unknown, gtIn: unknown, layout: ImageLayout): [Tensor, 
       { argument: 'gt' },
     );
   }
-  checkMinimumSize(sr, 'sr');
+  checkMinimumSize(sr, 'sr', 2, "the DFE's reflection padding needs 2");
   return [sr, gt];
 }
 
-// SPEC §1: H, W ≥ 2 for the reflection padding of the DFE.
-function checkMinimumSize(t: Tensor, name: string): void {
+// SPEC §1: H, W ≥ 2 for the reflection padding of the DFE, and ≥ patch when the LIP term is on.
+function checkMinimumSize(t: Tensor, name: string, min: number, why: string, hint = ''): void {
   const [, , h, w] = t.dims;
-  if (h < 2 || w < 2) {
+  if (h < min || w < min) {
     throw new MghfError(
       'E_TOO_SMALL',
-      `Expected ${name} to be at least 2×2 pixels (the DFE's reflection padding needs 2) but received ${h}×${w} (H×W)`,
+      `Expected ${name} to be at least ${min}×${min} pixels (${why}) but received ${h}×${w} (H×W)${hint}`,
       { argument: name },
     );
   }
+}
+
+function readValueOptions(o: Partial<Record<string, unknown>>): ValueOptions {
+  const values: Record<string, unknown> = {};
+  for (const [name, { default: value, expected, ok }] of Object.entries(VALUE_OPTIONS)) {
+    const v = o[name] === undefined ? value : o[name];
+    if (!ok(v)) throw invalidParameterError('E_OPTION', `opts.${name}`, expected, v);
+    values[name] = v;
+  }
+  return values as ValueOptions;
+}
+
+const isArrayLike = (v: unknown): v is ArrayLike<unknown> =>
+  Array.isArray(v) || (ArrayBuffer.isView(v) && !(v instanceof DataView));
+
+/**
+ * SPEC §4 `selected`: B rows of M (= min(opts.M, N)) strictly ascending channel indices in [0, N),
+ * given as rows ([B][M]) or one flat array of B·M; returned flat, as the native call takes it.
+ */
+function toSelected(value: unknown, B: number, M: number, N: number): Int32Array | null {
+  if (value === undefined || value === null) return null;
+  const rows = Array.isArray(value) && value.length > 0 && value.every(isArrayLike) ? (value as ArrayLike<unknown>[]) : undefined;
+  const flat = rows === undefined && isArrayLike(value) ? value : undefined;
+  if (rows ? rows.length !== B || rows.some((r) => r.length !== M) : flat?.length !== B * M) {
+    const expected = `${B} row(s) of ${M} channel indices ([B][M] or flat; M = min(opts.M, channels) = ${M})`;
+    throw invalidParameterError('E_OPTION', 'opts.selected', expected, value);
+  }
+  const out = new Int32Array(B * M);
+  for (let b = 0; b < B; b++) {
+    for (let i = 0; i < M; i++) {
+      const v = rows ? rows[b][i] : flat![b * M + i];
+      const lo = i === 0 ? 0 : out[b * M + i - 1] + 1;
+      if (!is.integer(v) || v < lo || v >= N) {
+        const where = rows ? `opts.selected[${b}][${i}]` : `opts.selected[${b * M + i}]`;
+        const expected = `an integer channel index in [${lo}, ${N}) (each row strictly ascending, below N = ${N})`;
+        throw invalidParameterError('E_OPTION', where, expected, v, 'opts.selected');
+      }
+      out[b * M + i] = v;
+    }
+  }
+  return out;
 }
 
 function prepareLoss(sr: unknown, gt: unknown, opts: unknown) {
   const o = checkOptions(opts, LOSS_OPTION_NAMES);
   const variant = o.variant ?? 'c';
   if (variant !== 'n' && variant !== 'c') throw invalidParameterError('E_OPTION', 'opts.variant', "'n' or 'c'", variant);
-  if (variant === 'c') {
-    throw new MghfError(
-      'E_UNSUPPORTED',
-      "variant 'c' (MGHF-c, the SPEC default) is not implemented in this version yet; pass { variant: 'n' } for MGHF-n",
-      { argument: 'opts.variant' },
-    );
-  }
+  const values = readValueOptions(o);
   const common = prepareCommon(o);
   const [srT, gtT] = checkPair(sr, gt, common.layout);
-  const nativeOpts: NativeLossOptions = { variant, inputRange: common.inputRange };
+  if (variant === 'c' && values.gamma3 > 0) {
+    checkMinimumSize(srT, 'sr', values.patch, 'the LIP patch size, opts.patch', '; gamma3: 0 turns the LIP term off');
+  }
+  const B = srT.dims[0];
+  const N = common.weights.channels;
+  const M = Math.min(values.M, N);
+  const nativeOpts: NativeLossOptions = {
+    ...values,
+    variant,
+    inputRange: common.inputRange,
+    M,
+    selected: toSelected(o.selected, B, M, N),
+  };
   return { srT, gtT, common, nativeOpts };
 }
 
@@ -160,8 +246,23 @@ function fromNchw(data: Float32Array, dims: readonly number[], layout: ImageLayo
   return new Tensor(out, [b, h, w, c]);
 }
 
-function toResult(r: { loss: number; parts: { n: number }; skipped: string[]; grad: Float32Array }, dims: readonly number[], layout: ImageLayout): LossResult {
-  return { loss: r.loss, parts: { ...r.parts }, skipped: r.skipped, grad: fromNchw(r.grad, dims, layout) };
+function toResult(r: NativeLossResult, dims: readonly number[], layout: ImageLayout): LossResult {
+  const result: LossResult = {
+    loss: r.loss,
+    parts: { ...r.parts },
+    skipped: r.skipped as PartName[],
+    grad: fromNchw(r.grad, dims, layout),
+  };
+  if (r.importance) result.importance = toRows(r.importance, dims[0]);
+  if (r.selected) result.selected = toRows(r.selected, dims[0]);
+  if (r.timings) result.timings = { ...r.timings };
+  return result;
+}
+
+/** A flat [B·K] array as B rows of K numbers. */
+function toRows(flat: Float64Array | Int32Array, B: number): number[][] {
+  const k = flat.length / B;
+  return Array.from({ length: B }, (_, b) => Array.from(flat.subarray(b * k, (b + 1) * k)));
 }
 
 /**
@@ -200,7 +301,7 @@ function prepareFeatures(x: unknown, opts: unknown) {
   const o = checkOptions(opts, FEATURE_OPTION_NAMES);
   const common = prepareCommon(o);
   const xT = toImageTensor(x, 'x', common.layout);
-  checkMinimumSize(xT, 'x');
+  checkMinimumSize(xT, 'x', 2, "the DFE's reflection padding needs 2");
   const [b, , h, w] = xT.dims;
   return { xT, common, dims: [b, common.weights.channels, h, w] };
 }

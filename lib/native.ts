@@ -13,16 +13,38 @@ export interface NativeWeights {
   tensors: Record<string, Float32Array>;
 }
 
+/** Every field filled in and validated by lib/loss.ts (defaults applied there; SPEC §4–7). */
 export interface NativeLossOptions {
   variant: 'n' | 'c';
   inputRange: 'unit' | 'symmetric';
+  gamma1: number; gamma2: number; gamma3: number;
+  beta1: number; beta2: number; beta3: number;
+  /** Already min(M, channels). */
+  M: number;
+  alpha: number;
+  gamma: number;
+  /** [B·M], each row strictly ascending in [0, channels); null: keep the top M. */
+  selected: Int32Array | null;
+  patch: number; stride: number; pmax: number;
+  tau: number; epsOt: number; Q: number;
+  iters: number;
+  sinkhornGrad: boolean;
+  returnDetails: boolean;
+  profile: boolean;
 }
 
 export interface NativeLossResult {
   loss: number;
-  parts: { n: number };
+  /** All six, unweighted; 0 for a skipped part. */
+  parts: { n: number; mse: number; corr: number; gram: number; csc: number; lip: number };
   skipped: string[];
   grad: Float32Array;
+  /** [B·N], with returnDetails when the CSC term is on. */
+  importance?: Float64Array;
+  /** [B·M], with returnDetails when the CSC term is on. */
+  selected?: Int32Array;
+  /** Milliseconds per stage, with profile. */
+  timings?: Record<string, number>;
 }
 
 export interface NativeInfo {

@@ -69,6 +69,20 @@ t.test('mghf score', { skip }, async (t) => {
     cliLoss = out.loss;
   });
 
+  t.test('without --variant: MGHF-c, every computed part printed', async (t) => {
+    const r = runCli(['score', '--sr', sr, '--gt', gt, '--json']);
+    t.equal(r.code, 0, `exit 0 (stderr: ${r.stderr.trim()})`);
+    const out = JSON.parse(r.stdout) as ScoreJson & { variant: string };
+    t.equal(out.variant, 'c', 'the default variant is c');
+    t.ok(Number.isFinite(out.loss) && out.loss > 0, `finite positive loss (${out.loss})`);
+    t.ok(Number.isFinite(out.parts.lip), `parts.lip exists (${out.parts.lip})`);
+    t.same(Object.keys(out.parts), ['n', 'csc', 'mse', 'corr', 'gram', 'lip'], 'all six parts, none skipped');
+    t.same(out.skipped, []);
+    const table = runCli(['score', '--sr', sr, '--gt', gt]);
+    t.equal(table.code, 0, `table: exit 0 (stderr: ${table.stderr.trim()})`);
+    for (const part of Object.keys(out.parts)) t.match(table.stdout, new RegExp(`^\\s+${part}\\s`, 'm'), `table prints ${part}`);
+  });
+
   t.test('identical images give loss 0', async (t) => {
     const r = runCli(['score', '--sr', gt, '--gt', gt, '--variant', 'n', '--json']);
     t.equal(r.code, 0, `exit 0 (stderr: ${r.stderr.trim()})`);

@@ -10,6 +10,7 @@ import {
   mghfLoss,
   mghfLossSync,
   backendInfo,
+  type PartName,
 } from '../lib/index';
 import { fixtureNames, imagePair, loadFixture, relativeL2, withinValueTolerance } from './helpers/fixtures';
 
@@ -21,7 +22,8 @@ for (const name of fixtureNames('n-')) {
     const r = await mghfLoss(f.sr, f.gt, { ...f.options, weights: f.weights });
     t.ok(withinValueTolerance(r.loss, f.expected.loss), `loss ${r.loss} vs ${f.expected.loss}`);
     for (const [part, ref] of Object.entries(f.expected.parts)) {
-      t.ok(withinValueTolerance(r.parts[part] as number, ref), `part ${part} ${r.parts[part]} vs ${ref}`);
+      const v = r.parts[part as PartName];
+      t.ok(withinValueTolerance(v, ref), `part ${part} ${v} vs ${ref}`);
     }
     t.same([...r.skipped].sort(), [...f.expected.skipped].sort(), 'skipped parts');
     t.same(r.grad.dims, f.dims, 'gradient dims');
@@ -161,7 +163,7 @@ t.test('bad input is a typed error naming the argument, never a crash', async (t
   const broken = createWeights({ seed: 1 });
   broken.tensors['inn.0.mix.weight'] = new Float32Array(10);
   await rejectsWith(t, () => mghfLoss(sr, gt, { variant: 'n', weights: broken }), 'E_WEIGHTS', /inn\.0\.mix\.weight/, 'weights of the wrong shape');
-  await rejectsWith(t, () => mghfLoss(sr, gt, { weights }), 'E_UNSUPPORTED', /variant 'c'/, 'variant c (not yet)');
+  await rejectsWith(t, () => mghfLoss(sr, gt, { weights, device: 'cuda:0' }), 'E_UNSUPPORTED', /CPU backend/, 'device cuda:0 (default variant)');
   await rejectsWith(t, () => mghfLoss(sr, gt, { ...n, device: 'cuda' }), 'E_UNSUPPORTED', /CPU backend/, 'device cuda');
   await rejectsWith(t, () => mghfLoss(sr, gt, { ...n, device: 'gpu' as never }), 'E_OPTION', /opts\.device/, 'unknown device');
   t.throws(() => mghfLossSync(sr, gt, { ...n, layout: 'HWC' as never }), { code: 'E_OPTION' }, 'sync call throws too');

@@ -9,6 +9,8 @@ export interface FixtureCase {
   name: string;
   dims: number[];
   options: Record<string, unknown>;
+  /** True when the M-th and (M+1)-th importances are within 4/(H·W) (SPEC §8: either selection is right). */
+  nearTie: boolean;
   expected: {
     loss: number;
     parts: Record<string, number>;
@@ -16,6 +18,7 @@ export interface FixtureCase {
     gradNorm: number;
     importance: number[][] | null;
     selected: number[][] | null;
+    topMGap: number[] | null;
   };
   sr: Tensor;
   gt: Tensor;
@@ -41,6 +44,7 @@ export function loadFixture(name: string): FixtureCase {
     name,
     dims: c.dims,
     options: c.options ?? {},
+    nearTie: c.nearTie ?? false,
     expected: c.expected,
     sr: new Tensor(readF32(join(dir, 'sr.f32')), c.dims),
     gt: new Tensor(readF32(join(dir, 'gt.f32')), c.dims),
