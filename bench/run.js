@@ -1,14 +1,21 @@
 #!/usr/bin/env node
-// `npm run bench`: MGHF-n forward+backward on the CPU backend, next to the counted floor
-// (bench/NOTES.md) and, when /usr/bin/python3 has torch, next to two PyTorch peers run with the
-// same thread count (bench/torch_peer.py: MGHF-n written plainly in PyTorch, and a VGG16
-// perceptual loss).
+// `npm run bench`: MGHF-n and MGHF-c forward+backward on the CPU backend, next to the counted
+// floors (bench/NOTES.md) and, when /usr/bin/python3 has torch, next to PyTorch peers run with the
+// same thread count (bench/torch_peer.py: MGHF-n and MGHF-c written plainly in PyTorch, and a
+// VGG16 perceptual loss). For MGHF-c it also prints the library's per-stage timings
+// (`profile: true` → result.timings) and, as a cross-check, each term's cost measured by
+// switching the other terms off (their Γ = 0) minus the DFE-only cost (variant 'n').
+// If the library rejects variant 'c' (not built yet), the MGHF-c part prints a notice and the
+// bench goes on.
 //
 //   npm run build && npm run bench
 //   node bench/run.js --repeat 9 --json bench/out/results.json
+//   node bench/run.js --variant c --c-peer-repeat 2
 //   MGHF_NUM_THREADS=4 node bench/run.js
 //
-// Flags: --repeat R (timed runs, default 5), --warmup W (default 1), --json FILE, --no-peers.
+// Flags: --repeat R (timed runs, default 5), --warmup W (default 1), --json FILE, --no-peers,
+// --variant n|c|all (default all), --c-peer-repeat R (timed runs of the slow MGHF-c PyTorch
+// peers, default 3, after one warm-up), --no-toggles (skip the Γ-toggle cross-check).
 // Environment: MGHF_NUM_THREADS (default 2, read by the addon when it loads),
 // MGHF_BENCH_PYTHON (default /usr/bin/python3).
 'use strict';
@@ -26,12 +33,17 @@ const CASES = [
   { name: 'B=1 3×256×256', batch: 1, height: 256, width: 256 },
   { name: 'B=4 3×128×128', batch: 4, height: 128, width: 128 },
 ];
-const PEERS = ['mghf-n', 'vgg16'];
+const PEERS_N = ['mghf-n', 'vgg16'];
+// mghf-c: the plain PyTorch peer (LIP GEMM by torch.bmm); mghf-c-onednn: the same with that GEMM
+// as a oneDNN grouped conv1d (Debian's torch links the reference BLAS, see bench/NOTES.md).
+const PEERS_C = ['mghf-c', 'mghf-c-onednn'];
 const PYTHON = process.env.MGHF_BENCH_PYTHON || '/usr/bin/python3';
 const PEER_SCRIPT = path.join(__dirname, 'torch_peer.py');
 
 function parseCli() {
-  const USAGE = 'Usage: node bench/run.js [--repeat R] [--warmup W] [--json FILE] [--no-peers]';
+  const USAGE =
+    'Usage: node bench/run.js [--repeat R] [--warmup W] [--json FILE] [--no-peers] [--variant n|c|all] ' +
+    '[--c-peer-repeat R] [--no-toggles]';
   let values;
   try {
     ({ values } = parseArgs({
@@ -40,6 +52,9 @@ function parseCli() {
         warmup: { type: 'string', default: '1' },
         json: { type: 'string' },
         'no-peers': { type: 'boolean', default: false },
+        variant: { type: 'string', default: 'all' },
+        'c-peer-repeat': { type: 'string', default: '3' },
+        'no-toggles': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -54,11 +69,20 @@ function parseCli() {
   }
   const repeat = Number(values.repeat);
   const warmup = Number(values.warmup);
-  if (!Number.isInteger(repeat) || repeat < 1 || !Number.isInteger(warmup) || warmup < 0) {
-    console.error('bench: --repeat must be an integer ≥ 1 and --warmup an integer ≥ 0');
+  const cPeerRepeat = Number(values['c-peer-repeat']);
+  if (!Number.isInteger(repeat) || repeat < 1 || !Number.isInteger(warmup) || warmup < 0 ||
+      !Number.isInteger(cPeerRepeat) || cPeerRepeat < 1) {
+    console.error('bench: --repeat and --c-peer-repeat must be integers ≥ 1 and --warmup an integer ≥ 0');
     process.exit(2);
   }
-  return { repeat, warmup, json: values.json, peers: !values['no-peers'] };
+  if (!['n', 'c', 'all'].includes(values.variant)) {
+    console.error(`bench: --variant must be n, c or all\n${USAGE}`);
+    process.exit(2);
+  }
+  return {
+    repeat, warmup, json: values.json, peers: !values['no-peers'], cPeerRepeat,
+    doN: values.variant !== 'c', doC: values.variant !== 'n', toggles: !values['no-toggles'],
+  };
 }
 
 function loadLibrary() {
@@ -129,25 +153,99 @@ function countedGflop(batch, height, width) {
   return (3 * 2 * dfeMacsPerPixel() * batch * height * width) / 1e9;
 }
 
+// MGHF-c with the SPEC defaults (bench/NOTES.md, "Counted floor: MGHF-c"): the DFE count above,
+// plus the LIP similarity GEMM and its input backward (2 · P²·s²·2 per (b, k), all N channels),
+// the unrolled Sinkhorn (200·P² forward, counted 3× that for its backward), and the CSC Grams
+// (two forward Grams and the backward GEMM, 2·M²·H·W each per sample). Entropy, MSE, correlation,
+// logits and patch normalisation (< 1 GFLOP together) are left out.
+function countedGflopC(batch, height, width, { channels = 128, M = 64, patch = 32, stride = 16, pmax = 256 } = {}) {
+  const grid = (n) => Math.floor((n - patch) / stride) + 1;
+  const P = Math.min(pmax, grid(height) * grid(width));
+  const pairs = batch * channels;
+  const lipGemm = pairs * 2 * P * P * patch * patch * 2;
+  const sinkhorn = pairs * (200 + 600) * P * P;
+  const gram = batch * 3 * 2 * M * M * height * width;
+  return countedGflop(batch, height, width) + (lipGemm + sinkhorn + gram) / 1e9;
+}
+
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-function timeOurs(lib, weights, kase, { repeat, warmup }) {
-  const { sr, gt } = makeInputs(lib.Tensor, kase.batch, kase.height, kase.width);
-  const opts = { variant: 'n', weights, device: 'cpu' };
+// Median wall time of mghfLossSync(sr, gt, opts); with collect, also the per-stage medians of
+// result.timings (profile: true).
+function timeCall(lib, inputs, opts, { repeat, warmup }, label, collect = false) {
+  const { sr, gt } = inputs;
   let last;
   for (let i = 0; i < warmup; i++) last = lib.mghfLossSync(sr, gt, opts);
   const runs = [];
+  const stages = {};
   for (let i = 0; i < repeat; i++) {
     const t0 = process.hrtime.bigint();
     last = lib.mghfLossSync(sr, gt, opts);
     runs.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    if (collect && last.timings) {
+      for (const [k, v] of Object.entries(last.timings)) (stages[k] ??= []).push(v);
+    }
   }
-  if (!Number.isFinite(last.loss)) throw new Error(`bench: non-finite loss ${last.loss} for ${kase.name}`);
-  return { median_s: median(runs), runs, loss: last.loss };
+  if (!Number.isFinite(last.loss)) throw new Error(`bench: non-finite loss ${last.loss} for ${label}`);
+  const out = { median_s: median(runs), runs, loss: last.loss };
+  if (collect) {
+    out.stages_ms = Object.keys(stages).length ? Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, median(v)])) : null;
+  }
+  return out;
+}
+
+function timeOurs(lib, weights, kase, cli) {
+  const inputs = makeInputs(lib.Tensor, kase.batch, kase.height, kase.width);
+  return timeCall(lib, inputs, { variant: 'n', weights, device: 'cpu' }, cli, kase.name);
+}
+
+// The part of an Error worth printing (first line; the library's code when it has one).
+const why = (err) => `${err.code ? `${err.code}: ` : ''}${String(err.message).split('\n')[0]}`;
+
+// Does the library compute variant 'c'? A tiny call (8 channels, 32×32 so the LIP term runs).
+function probeVariantC(lib) {
+  try {
+    const w = lib.createWeights({ seed: 0, channels: 8 });
+    const { sr, gt } = makeInputs(lib.Tensor, 1, 32, 32, 1);
+    lib.mghfLossSync(sr, gt, { variant: 'c', weights: w, M: 4, device: 'cpu' });
+    return null;
+  } catch (err) {
+    return why(err);
+  }
+}
+
+// MGHF-c, one case: the whole loss with default options; the per-stage profile; the Γ toggles.
+function timeOursC(lib, weights, kase, cli) {
+  const inputs = makeInputs(lib.Tensor, kase.batch, kase.height, kase.width);
+  const base = { weights, device: 'cpu' };
+  const out = { whole: timeCall(lib, inputs, { ...base, variant: 'c' }, cli, `${kase.name} MGHF-c`) };
+  try {
+    out.profile = timeCall(lib, inputs, { ...base, variant: 'c', profile: true }, cli, `${kase.name} MGHF-c profile`, true);
+    if (!out.profile.stages_ms) out.profileError = 'the result carries no timings';
+  } catch (err) {
+    out.profileError = why(err);
+  }
+  if (cli.toggles) {
+    const configs = {
+      dfe: { variant: 'n' }, // DFE(gt), DFE(sr), ∂/∂sr and the (negligible) feature MSE
+      n: { variant: 'c', gamma2: 0, gamma3: 0 },
+      csc: { variant: 'c', gamma1: 0, gamma3: 0 },
+      lip: { variant: 'c', gamma1: 0, gamma2: 0 },
+    };
+    out.toggles = {};
+    for (const [name, o] of Object.entries(configs)) {
+      try {
+        out.toggles[name] = timeCall(lib, inputs, { ...base, ...o }, cli, `${kase.name} ${name} only`);
+      } catch (err) {
+        out.toggles[name] = { error: why(err) };
+      }
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -158,10 +256,10 @@ function torchAvailable() {
   return r.status === 0;
 }
 
-function runPeers(kase, threads, { repeat, warmup }) {
+function runPeers(kase, threads, peers, { repeat, warmup }) {
   const args = [
     PEER_SCRIPT,
-    '--peer', 'all',
+    '--peer', ...peers,
     '--batch', String(kase.batch),
     '--size', String(kase.height), String(kase.width),
     '--threads', String(threads),
@@ -195,6 +293,59 @@ function table(header, rows) {
 
 const ms = (s) => (s * 1e3).toFixed(1);
 
+function peerRow(r, p, oursS) {
+  const peer = r.peers[p];
+  return [
+    r.case, p, peer ? ms(peer.median_s) : 'failed', oursS == null ? '-' : ms(oursS),
+    peer && oursS != null ? `${(peer.median_s / oursS).toFixed(2)}×` : '-',
+  ];
+}
+
+// Median of each stage of result.timings over the profiled runs, one column per case.
+function printStages(done) {
+  console.log('\nMGHF-c per stage (profile: true → result.timings, median ms over the profiled runs)');
+  const failed = done.filter((r) => !r.ours.profile || !r.ours.profile.stages_ms);
+  for (const r of failed) console.log(`  NOTICE: no per-stage timings for ${r.case} (${r.ours.profileError}).`);
+  const ok = done.filter((r) => r.ours.profile && r.ours.profile.stages_ms);
+  if (!ok.length) return;
+  const names = [];
+  for (const r of ok) for (const k of Object.keys(r.ours.profile.stages_ms)) if (!names.includes(k)) names.push(k);
+  const stageRows = names.filter((k) => k !== 'total');
+  const cell = (r, k) => {
+    const v = r.ours.profile.stages_ms[k];
+    if (v === undefined) return '-';
+    const tot = r.ours.profile.stages_ms.total ?? r.ours.profile.median_s * 1e3;
+    return `${v.toFixed(1)} (${((100 * v) / tot).toFixed(0)}%)`;
+  };
+  const rows = stageRows.map((k) => [k, ...ok.map((r) => cell(r, k))]);
+  rows.push(['sum of stages', ...ok.map((r) => stageRows.reduce((a, k) => a + (r.ours.profile.stages_ms[k] ?? 0), 0).toFixed(1))]);
+  if (names.includes('total')) rows.push(['total (reported)', ...ok.map((r) => (r.ours.profile.stages_ms.total ?? NaN).toFixed(1))]);
+  rows.push(['wall, profiled runs', ...ok.map((r) => ms(r.ours.profile.median_s))]);
+  rows.push(['wall, unprofiled', ...ok.map((r) => ms(r.ours.whole.median_s))]);
+  console.log(table(['stage', ...ok.map((r) => `${r.case} ms`)], rows));
+}
+
+// Each term's forward+backward cost by toggling: (only that term on) − (DFE only, variant 'n').
+function printToggles(done) {
+  console.log("\nMGHF-c per term, by toggling (the other terms' Γ = 0), minus the DFE-only cost (variant 'n'), median ms");
+  const t = (r, k) => r.ours.toggles[k];
+  const val = (r, k) => (t(r, k) && !t(r, k).error ? t(r, k).median_s * 1e3 : null);
+  const rows = [];
+  for (const [k, label] of [['dfe', "DFE only (variant 'n')"], ['n', 'L_n only (Γ2 = Γ3 = 0)'], ['csc', 'L_csc only (Γ1 = Γ3 = 0)'], ['lip', 'L_lip only (Γ1 = Γ2 = 0)']]) {
+    rows.push([label, ...done.map((r) => (val(r, k) == null ? `error: ${t(r, k)?.error ?? '?'}` : val(r, k).toFixed(1)))]);
+  }
+  for (const k of ['n', 'csc', 'lip']) {
+    rows.push([`  ${k} term (− DFE)`, ...done.map((r) => (val(r, k) == null || val(r, 'dfe') == null ? '-' : (val(r, k) - val(r, 'dfe')).toFixed(1)))]);
+  }
+  rows.push(['DFE + Σ terms', ...done.map((r) => {
+    const d = val(r, 'dfe');
+    if (d == null || ['n', 'csc', 'lip'].some((k) => val(r, k) == null)) return '-';
+    return (d + ['n', 'csc', 'lip'].reduce((a, k) => a + val(r, k) - d, 0)).toFixed(1);
+  })]);
+  rows.push(['whole MGHF-c', ...done.map((r) => ms(r.ours.whole.median_s))]);
+  console.log(table(['configuration', ...done.map((r) => `${r.case} ms`)], rows));
+}
+
 function main() {
   const cli = parseCli();
   const lib = loadLibrary();
@@ -211,17 +362,51 @@ function main() {
   console.log(`load average (1 min) before timing: ${load.toFixed(2)}${load > 0.5 ? '  <- the machine is busy; timings will be noisy' : ''}\n`);
 
   const results = [];
-  for (const kase of CASES) {
-    const ours = timeOurs(lib, weights, kase, cli);
-    results.push({ case: kase.name, batch: kase.batch, height: kase.height, width: kase.width, threads: info.threads, isa: info.isa, gflop: countedGflop(kase.batch, kase.height, kase.width), ours });
+  if (cli.doN) {
+    for (const kase of CASES) {
+      const ours = timeOurs(lib, weights, kase, cli);
+      results.push({ case: kase.name, batch: kase.batch, height: kase.height, width: kase.width, threads: info.threads, isa: info.isa, gflop: countedGflop(kase.batch, kase.height, kase.width), ours });
+    }
+    console.log('MGHF-n forward+backward (mghfLossSync, variant n, createWeights({seed:0}))');
+    console.log(
+      table(
+        ['case', 'median ms', 'GFLOP (counted)', 'GFLOP/s', 'threads', 'ISA'],
+        results.map((r) => [r.case, ms(r.ours.median_s), r.gflop.toFixed(1), (r.gflop / r.ours.median_s).toFixed(1), r.threads, r.isa]),
+      ),
+    );
   }
-  console.log('MGHF-n forward+backward (mghfLossSync, variant n, createWeights({seed:0}))');
-  console.log(
-    table(
-      ['case', 'median ms', 'GFLOP (counted)', 'GFLOP/s', 'threads', 'ISA'],
-      results.map((r) => [r.case, ms(r.ours.median_s), r.gflop.toFixed(1), (r.gflop / r.ours.median_s).toFixed(1), r.threads, r.isa]),
-    ),
-  );
+
+  const resultsC = [];
+  if (cli.doC) {
+    console.log(`${cli.doN ? '\n' : ''}MGHF-c forward+backward (mghfLossSync, variant c, default options, createWeights({seed:0}))`);
+    const unsupported = probeVariantC(lib);
+    if (unsupported) {
+      console.log(`  NOTICE: the library cannot compute variant 'c' yet (${unsupported}); our MGHF-c timings are skipped.`);
+    }
+    for (const kase of CASES) {
+      const r = { case: kase.name, batch: kase.batch, height: kase.height, width: kase.width, threads: info.threads, isa: info.isa, gflop: countedGflopC(kase.batch, kase.height, kase.width), ours: null };
+      if (!unsupported) {
+        try {
+          r.ours = timeOursC(lib, weights, kase, cli);
+        } catch (err) {
+          r.error = why(err);
+          console.log(`  NOTICE: MGHF-c failed for ${kase.name} (${r.error}); going on.`);
+        }
+      }
+      resultsC.push(r);
+    }
+    const done = resultsC.filter((r) => r.ours);
+    if (done.length) {
+      console.log(
+        table(
+          ['case', 'median ms', 'GFLOP (counted)', 'GFLOP/s', 'threads', 'ISA'],
+          done.map((r) => [r.case, ms(r.ours.whole.median_s), r.gflop.toFixed(1), (r.gflop / r.ours.whole.median_s).toFixed(1), r.threads, r.isa]),
+        ),
+      );
+      printStages(done);
+      if (cli.toggles) printToggles(done);
+    }
+  }
 
   if (!cli.peers) {
     console.log('\nPyTorch peers: skipped (--no-peers).');
@@ -229,16 +414,19 @@ function main() {
     console.log(`\nPyTorch peers: skipped (${PYTHON} cannot import torch).`);
   } else {
     console.log(`\nPyTorch peers (${PYTHON}, torch.set_num_threads(${info.threads}), float32, forward+backward w.r.t. sr)`);
-    for (const r of results) r.peers = runPeers(r, info.threads, cli);
     const rows = [];
     for (const r of results) {
-      for (const p of PEERS) {
-        const peer = r.peers[p];
-        rows.push([r.case, p, peer ? ms(peer.median_s) : 'failed', ms(r.ours.median_s), peer ? `${(peer.median_s / r.ours.median_s).toFixed(2)}×` : '-']);
-      }
+      r.peers = runPeers(r, info.threads, PEERS_N, cli);
+      for (const p of PEERS_N) rows.push(peerRow(r, p, r.ours.median_s));
+    }
+    for (const r of resultsC) {
+      r.peers = runPeers(r, info.threads, PEERS_C, { repeat: cli.cPeerRepeat, warmup: Math.min(cli.warmup, 1) });
+      for (const p of PEERS_C) rows.push(peerRow(r, p, r.ours ? r.ours.whole.median_s : null));
     }
     console.log(table(['case', 'peer', 'peer ms', 'ours ms', 'peer / ours'], rows));
-    console.log('(peer / ours > 1: the library is faster. vgg16 is a different, larger loss, shown for scale.)');
+    console.log('(peer / ours > 1: the library is faster. vgg16 is a different, larger loss, shown for scale;');
+    console.log(' mghf-n and vgg16 are compared with our MGHF-n, mghf-c* with our MGHF-c. mghf-c-onednn runs the LIP');
+    console.log(" similarity GEMM in oneDNN: this Debian torch's bmm uses the reference BLAS, see bench/NOTES.md.)");
   }
 
   if (cli.json) {
@@ -252,6 +440,7 @@ function main() {
       repeat: cli.repeat,
       warmup: cli.warmup,
       results,
+      resultsC,
     };
     fs.writeFileSync(cli.json, JSON.stringify(doc, null, 2) + '\n');
     console.log(`\nwrote ${cli.json}`);
