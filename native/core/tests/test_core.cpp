@@ -506,37 +506,59 @@ void test_loss_c_gradcheck() {
   CHECK(r2.lip == 0 && std::find(r2.skipped.begin(), r2.skipped.end(), "lip") != r2.skipped.end(), "lip skipped");
 }
 
-// Float production path of MGHF-c against the double reference (SPEC §8).
+// Float production path of MGHF-c against the double reference (SPEC §8), on
+// non-square images, with and without P_max subsampling, default and other options.
 void test_loss_c_fast_vs_reference() {
+  struct Case {
+    Shape s;
+    int M, stride, pmax;
+    double alpha, gamma, tau, eps_ot, Q;
+    int iters;
+    bool sinkhorn_grad;
+    InputRange range;
+  };
+  const Case cases[] = {
+      {{2, 3, 40, 45}, 6, 4, 256, 1, 1, 0.07, 1.0, 1, 50, true, InputRange::Unit},
+      {{1, 3, 48, 70}, 5, 2, 40, 2, 2, 0.1, 0.5, 1.5, 20, true, InputRange::Symmetric},  // 225 patches → 40
+      {{3, 3, 36, 33}, 16, 1, 9, 0.5, 1.5, 0.07, 1.0, 1, 10, false, InputRange::Unit},   // M = N
+  };
   DfeArchitecture a{16, 1, 2};
   auto wd = random_weights<double>(a, 47);
   auto wf = wd.cast<float>();
   Rng rng(53);
-  Shape s{2, 3, 40, 45};
-  auto gt = rng.vec<double>(size_t(s.size()), 0, 1);
-  auto sr = gt;
-  for (auto& v : sr) v += rng.uniform(-0.05, 0.05);
-  std::vector<float> gtf(gt.begin(), gt.end()), srf(sr.begin(), sr.end());
-  for (size_t i = 0; i < sr.size(); ++i) {
-    sr[i] = srf[i];
-    gt[i] = gtf[i];
+  for (const Case& c : cases) {
+    const Shape& s = c.s;
+    auto gt = rng.vec<double>(size_t(s.size()), c.range == InputRange::Unit ? 0 : -1, 1);
+    auto sr = gt;
+    for (auto& v : sr) v += rng.uniform(-0.05, 0.05);
+    std::vector<float> gtf(gt.begin(), gt.end()), srf(sr.begin(), sr.end());
+    for (size_t i = 0; i < sr.size(); ++i) {
+      sr[i] = srf[i];
+      gt[i] = gtf[i];
+    }
+    LossOptions opt;
+    opt.M = c.M;
+    opt.alpha = c.alpha;
+    opt.gamma = c.gamma;
+    opt.range = c.range;
+    opt.details = true;
+    opt.lip.stride = c.stride;
+    opt.lip.pmax = c.pmax;
+    opt.lip.monce = {c.tau, c.eps_ot, c.Q, c.iters, c.sinkhorn_grad};
+    auto rd = mghf_loss<double, Ref>(wd, sr.data(), gt.data(), s, opt);
+    opt.selected = rd.selected;  // near-ties may legitimately select differently (SPEC §8)
+    auto rf = cpu_backend().loss(wf, srf.data(), gtf.data(), s, opt);
+    auto near = [](double v, double ref) { return std::fabs(v - ref) <= 1e-4 * std::fabs(ref) + 1e-7; };
+    CHECK(near(rf.loss, rd.loss), "loss %.9g vs %.9g", rf.loss, rd.loss);
+    CHECK(near(rf.n, rd.n) && near(rf.mse, rd.mse) && near(rf.corr, rd.corr) && near(rf.gram, rd.gram) &&
+              near(rf.lip, rd.lip),
+          "parts n %g/%g mse %g/%g corr %g/%g gram %g/%g lip %g/%g", rf.n, rd.n, rf.mse, rd.mse, rf.corr,
+          rd.corr, rf.gram, rd.gram, rf.lip, rd.lip);
+    double ge = rel_l2(rf.grad.data(), rd.grad.data(), rd.grad.size());
+    CHECK(ge <= 1e-3, "grad rel err %g", ge);
+    std::printf("MGHF-c %dx%dx%d float vs double: loss %.9g / %.9g, grad rel err %.3g\n", s.B, s.H, s.W,
+                rf.loss, rd.loss, ge);
   }
-  LossOptions opt;
-  opt.M = 6;
-  opt.details = true;
-  opt.lip.stride = 4;  // 9 × 4 patches
-  auto rd = mghf_loss<double, Ref>(wd, sr.data(), gt.data(), s, opt);
-  opt.selected = rd.selected;  // near-ties may legitimately select differently (SPEC §8)
-  auto rf = cpu_backend().loss(wf, srf.data(), gtf.data(), s, opt);
-  auto near = [](double v, double ref) { return std::fabs(v - ref) <= 1e-4 * std::fabs(ref) + 1e-7; };
-  CHECK(near(rf.loss, rd.loss), "loss %.9g vs %.9g", rf.loss, rd.loss);
-  CHECK(near(rf.n, rd.n) && near(rf.mse, rd.mse) && near(rf.corr, rd.corr) && near(rf.gram, rd.gram) &&
-            near(rf.lip, rd.lip),
-        "parts n %g/%g mse %g/%g corr %g/%g gram %g/%g lip %g/%g", rf.n, rd.n, rf.mse, rd.mse, rf.corr,
-        rd.corr, rf.gram, rd.gram, rf.lip, rd.lip);
-  double ge = rel_l2(rf.grad.data(), rd.grad.data(), rd.grad.size());
-  CHECK(ge <= 1e-3, "grad rel err %g", ge);
-  std::printf("MGHF-c float vs double: loss %.9g / %.9g, grad rel err %.3g\n", rf.loss, rd.loss, ge);
 }
 
 }  // namespace
