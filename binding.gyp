@@ -14,7 +14,8 @@
         "native/core/kernels_avx512.cpp",
         
         
-        "native/core/backend_cpu.cpp"
+        "native/core/backend_cpu.cpp",
+        "native/core/cuda/cuda_stub.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
