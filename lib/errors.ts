@@ -13,6 +13,8 @@ export type MghfErrorCode =
   | 'E_WEIGHTS_FILE' // a weights file is malformed (SPEC §9)
   | 'E_UNSUPPORTED' // valid request this build cannot do (e.g. no CUDA)
   | 'E_NATIVE' // the native core reported a failure
+  | 'E_CUDA' // a CUDA call failed during a computation (the next call still works)
+  | 'E_CUDA_OOM' // the GPU ran out of memory (the next call still works)
   | 'E_LOAD'; // no native binary could be loaded
 
 export interface MghfErrorOptions {

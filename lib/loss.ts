@@ -105,6 +105,8 @@ interface Prepared {
   weights: NativeWeights;
   inputRange: InputRange;
   layout: ImageLayout;
+  device: 'cpu' | 'cuda';
+  deviceIndex: number;
 }
 
 function prepareCommon(o: Partial<Record<string, unknown>>): Prepared {
@@ -113,7 +115,7 @@ function prepareCommon(o: Partial<Record<string, unknown>>): Prepared {
   const inputRange = o.inputRange ?? 'unit';
   if (inputRange !== 'unit' && inputRange !== 'symmetric')
     throw invalidParameterError('E_OPTION', 'opts.inputRange', "'unit' or 'symmetric'", inputRange);
-  checkDevice(o.device);
+  const { device, deviceIndex } = resolveDevice(o.device);
   let weights: DfeWeights;
   if (o.weights === undefined) {
     defaultWeights ??= createWeights({ seed: 0 });
@@ -125,20 +127,34 @@ function prepareCommon(o: Partial<Record<string, unknown>>): Prepared {
     weights: { channels: weights.channels, blocks: weights.blocks, expand: weights.expand, tensors: weights.tensors },
     inputRange,
     layout,
+    device,
+    deviceIndex,
   };
 }
 
-function checkDevice(device: unknown): void {
-  if (device === undefined || device === 'auto' || device === 'cpu') return;
-  if (typeof device === 'string' && /^cuda(:\d+)?$/.test(device)) {
+// 'auto' → CUDA device 0 when usable, else the CPU. 'cuda' / 'cuda:N' when
+// CUDA is not usable → E_UNSUPPORTED carrying the reason the native side gave.
+function resolveDevice(device: unknown): { device: 'cpu' | 'cuda'; deviceIndex: number } {
+  if (device === 'cpu') return { device: 'cpu', deviceIndex: 0 };
+  if (device === undefined || device === 'auto') {
+    return native().info().cuda.available ? { device: 'cuda', deviceIndex: 0 } : { device: 'cpu', deviceIndex: 0 };
+  }
+  const m = typeof device === 'string' ? /^cuda(?::(\d+))?$/.exec(device) : null;
+  if (!m) throw invalidParameterError('E_OPTION', 'opts.device', "'auto', 'cpu', 'cuda' or 'cuda:N'", device);
+  const index = m[1] === undefined ? 0 : Number(m[1]);
+  const status = native().info(index).cuda;
+  if (!status.available) {
     throw new MghfError(
       'E_UNSUPPORTED',
-      `opts.device '${device}' is not available: this version of mghf has only the CPU backend ` +
-        `(the CUDA backend is not built yet). Use device: 'cpu' or 'auto'.`,
+      `opts.device '${device}' is not available: ${status.reason ?? 'CUDA is not usable'}. ` +
+        `Use device: 'cpu', or 'auto' to fall back to the CPU.`,
       { argument: 'opts.device' },
     );
   }
-  throw invalidParameterError('E_OPTION', 'opts.device', "'auto', 'cpu', 'cuda' or 'cuda:N'", device);
+  if (index >= status.deviceCount) {
+    throw invalidParameterError('E_OPTION', 'opts.device', `a CUDA device index below ${status.deviceCount}`, device);
+  }
+  return { device: 'cuda', deviceIndex: index };
 }
 
 function checkPair(srIn: unknown, gtIn: unknown, layout: ImageLayout): [Tensor, Tensor] {
@@ -225,6 +241,8 @@ function prepareLoss(sr: unknown, gt: unknown, opts: unknown) {
     ...values,
     variant,
     inputRange: common.inputRange,
+    device: common.device,
+    deviceIndex: common.deviceIndex,
     M,
     selected: toSelected(o.selected, B, M, N),
   };
@@ -310,7 +328,7 @@ function prepareFeatures(x: unknown, opts: unknown) {
 export async function dfeFeatures(x: Tensor | unknown, opts?: FeatureOptions): Promise<Tensor> {
   const { xT, common, dims } = prepareFeatures(x, opts);
   try {
-    const F = await native().features(xT.data, [...xT.dims], common.weights, { inputRange: common.inputRange });
+    const F = await native().features(xT.data, [...xT.dims], common.weights, { inputRange: common.inputRange, device: common.device, deviceIndex: common.deviceIndex });
     return new Tensor(F, dims);
   } catch (err) {
     rethrowNative(err);
@@ -320,7 +338,7 @@ export async function dfeFeatures(x: Tensor | unknown, opts?: FeatureOptions): P
 export function dfeFeaturesSync(x: Tensor | unknown, opts?: FeatureOptions): Tensor {
   const { xT, common, dims } = prepareFeatures(x, opts);
   try {
-    return new Tensor(native().featuresSync(xT.data, [...xT.dims], common.weights, { inputRange: common.inputRange }), dims);
+    return new Tensor(native().featuresSync(xT.data, [...xT.dims], common.weights, { inputRange: common.inputRange, device: common.device, deviceIndex: common.deviceIndex }), dims);
   } catch (err) {
     rethrowNative(err);
   }

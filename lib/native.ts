@@ -17,6 +17,8 @@ export interface NativeWeights {
 export interface NativeLossOptions {
   variant: 'n' | 'c';
   inputRange: 'unit' | 'symmetric';
+  device: 'cpu' | 'cuda';
+  deviceIndex: number;
   gamma1: number; gamma2: number; gamma3: number;
   beta1: number; beta2: number; beta3: number;
   /** Already min(M, channels). */
@@ -47,21 +49,40 @@ export interface NativeLossResult {
   timings?: Record<string, number>;
 }
 
+export interface NativeCudaStatus {
+  available: boolean;
+  /** Why CUDA is not usable: built without CUDA, no driver, driver too old, no device, no kernel image. */
+  reason?: string;
+  deviceCount: number;
+  runtimeVersion: number;
+  driverVersion: number;
+  deviceName?: string;
+  computeCapability?: string;
+}
+
 export interface NativeInfo {
   backend: 'cpu';
   isa: string;
   threads: number;
-  cuda: boolean;
+  builtWithCuda: boolean;
+  cuda: NativeCudaStatus;
   cacheBytes: number;
+}
+
+export interface NativeFeatureOptions {
+  inputRange: string;
+  device: 'cpu' | 'cuda';
+  deviceIndex: number;
 }
 
 /** The functions native/binding/addon.cc exports. Arguments arrive already validated. */
 export interface NativeAddon {
   lossSync(sr: Float32Array, gt: Float32Array, dims: number[], w: NativeWeights, o: NativeLossOptions): NativeLossResult;
   loss(sr: Float32Array, gt: Float32Array, dims: number[], w: NativeWeights, o: NativeLossOptions): Promise<NativeLossResult>;
-  featuresSync(x: Float32Array, dims: number[], w: NativeWeights, o: { inputRange: string }): Float32Array;
-  features(x: Float32Array, dims: number[], w: NativeWeights, o: { inputRange: string }): Promise<Float32Array>;
-  info(): NativeInfo;
+  featuresSync(x: Float32Array, dims: number[], w: NativeWeights, o: NativeFeatureOptions): Float32Array;
+  features(x: Float32Array, dims: number[], w: NativeWeights, o: NativeFeatureOptions): Promise<Float32Array>;
+  /** CPU facts, and the CUDA status of device `cudaDevice` (default 0). */
+  info(cudaDevice?: number): NativeInfo;
   clearCache(): void;
 }
 
@@ -103,31 +124,41 @@ export function native(): NativeAddon {
 }
 
 export interface BackendInfo {
-  /** The backend that runs the loss. */
+  /** The backend `device: 'auto'` runs on. */
   backend: 'cpu' | 'cuda';
   /** SIMD flavour of the CPU kernels: 'avx512', 'avx2' or 'generic'. */
   isa: string;
-  /** Threads of the native pool (env MGHF_NUM_THREADS, else the hardware's). */
+  /** Threads of the native CPU pool (env MGHF_NUM_THREADS, else the hardware's). */
   threads: number;
   /** Path of the loaded binary. */
   binary: string;
-  /** Whether CUDA is usable, and why not when it is not. */
-  cuda: { available: boolean; reason?: string };
+  /** Whether this binary contains the CUDA backend. */
+  builtWithCuda: boolean;
+  /** CUDA: usable or not, and why not; versions, device name and compute capability when known. */
+  cuda: NativeCudaStatus;
 }
 
-/** What was loaded and why (see `mghf doctor`). */
+function versionString(v: number): string | undefined {
+  return v > 0 ? `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}` : undefined;
+}
+
+/** What was loaded, what `device: 'auto'` picks, and why CUDA is not used when it is not (see `mghf doctor`). */
 export function backendInfo(): BackendInfo {
   const { addon, binary } = load();
   const info = addon.info();
   return {
-    backend: info.backend,
+    backend: info.cuda.available ? 'cuda' : 'cpu',
     isa: info.isa,
     threads: info.threads,
     binary,
-    cuda: info.cuda
-      ? { available: true }
-      : { available: false, reason: 'this binary is the CPU-only build (the CUDA backend is not built yet)' },
+    builtWithCuda: info.builtWithCuda,
+    cuda: info.cuda,
   };
+}
+
+/** CUDA runtime and driver versions as "13.0" strings (undefined when unknown). */
+export function cudaVersions(s: NativeCudaStatus): { runtime?: string; driver?: string } {
+  return { runtime: versionString(s.runtimeVersion), driver: versionString(s.driverVersion) };
 }
 
 /** Re-throws a native error as an MghfError carrying this call's JavaScript stack. */

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cuda/cuda_backend.h"
 #include "buffer.h"
 #include "error.h"
 
@@ -90,11 +91,33 @@ mghf::DfeWeights<float> get_weights(const Napi::Value& v) {
   return w;
 }
 
+// {device: 'cpu' | 'cuda', deviceIndex} → the backend (lib/ has already
+// checked that CUDA is available; cuda_backend throws E_UNSUPPORTED if not).
+struct DeviceChoice {
+  bool cuda = false;
+  int index = 0;
+  mghf::Backend& backend() const { return cuda ? mghf::cuda_backend(index) : mghf::cpu_backend(); }
+};
+
+DeviceChoice get_device(const Napi::Object& opts) {
+  DeviceChoice d;
+  Napi::Value v = opts.Get("device");
+  d.cuda = v.IsString() && v.As<Napi::String>().Utf8Value() == "cuda";
+  Napi::Value i = opts.Get("deviceIndex");
+  if (i.IsNumber()) {
+    const double x = i.As<Napi::Number>().DoubleValue();
+    if (!(x >= 0 && x < 1024) || x != double(int(x))) fail("E_OPTION", "deviceIndex must be a small integer");
+    d.index = int(x);
+  }
+  return d;
+}
+
 struct LossArgs {
   Buffer<float> sr, gt;
   mghf::Shape shape;
   mghf::DfeWeights<float> weights;
   mghf::LossOptions opt;
+  DeviceChoice device;
 };
 
 mghf::InputRange get_range(const Napi::Object& opts) {
@@ -120,6 +143,7 @@ std::unique_ptr<LossArgs> parse_loss_args(const Napi::CallbackInfo& info) {
                   ? mghf::Variant::N
                   : mghf::Variant::C;
   o.range = get_range(opts);
+  args->device = get_device(opts);
   // lib/loss.ts fills and validates every option; absent ones keep the SPEC defaults.
   auto num = [&](const char* key, double& dst) {
     Napi::Value v = opts.Get(key);
@@ -276,8 +300,8 @@ class LossWorker : public PromiseWorker {
 
  protected:
   void Run() override {
-    result_ = mghf::cpu_backend().loss(args_->weights, args_->sr.data(), args_->gt.data(),
-                                       args_->shape, args_->opt);
+    result_ = args_->device.backend().loss(args_->weights, args_->sr.data(), args_->gt.data(),
+                                           args_->shape, args_->opt);
   }
   Napi::Value Result(Napi::Env env) override { return loss_result_to_js(env, result_); }
 
@@ -291,6 +315,7 @@ struct FeatureArgs {
   mghf::Shape shape;
   mghf::DfeWeights<float> weights;
   mghf::InputRange range;
+  DeviceChoice device;
 };
 
 std::unique_ptr<FeatureArgs> parse_feature_args(const Napi::CallbackInfo& info) {
@@ -301,12 +326,13 @@ std::unique_ptr<FeatureArgs> parse_feature_args(const Napi::CallbackInfo& info) 
   args->x = copy_f32(info[0], size_t(args->shape.size()), "x");
   args->weights = get_weights(info[2]);
   args->range = get_range(info[3].As<Napi::Object>());
+  args->device = get_device(info[3].As<Napi::Object>());
   return args;
 }
 
 Buffer<float> run_features(FeatureArgs& a) {
   Buffer<float> F(size_t(a.shape.B) * a.weights.arch.channels * a.shape.H * a.shape.W);
-  mghf::cpu_backend().features(a.weights, a.x.data(), a.shape, a.range, F.data());
+  a.device.backend().features(a.weights, a.x.data(), a.shape, a.range, F.data());
   return F;
 }
 
@@ -327,7 +353,7 @@ class FeatureWorker : public PromiseWorker {
 Napi::Value LossSync(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     auto a = parse_loss_args(info);
-    auto r = mghf::cpu_backend().loss(a->weights, a->sr.data(), a->gt.data(), a->shape, a->opt);
+    auto r = a->device.backend().loss(a->weights, a->sr.data(), a->gt.data(), a->shape, a->opt);
     return loss_result_to_js(info.Env(), r);
   });
 }
@@ -355,6 +381,19 @@ Napi::Value Features(const Napi::CallbackInfo& info) {
   });
 }
 
+Napi::Object cuda_status_to_js(Napi::Env env, int device) {
+  const mghf::CudaStatus st = mghf::cuda_status(device);
+  Napi::Object c = Napi::Object::New(env);
+  c.Set("available", st.available);
+  if (!st.available) c.Set("reason", st.reason);
+  c.Set("deviceCount", st.device_count);
+  c.Set("runtimeVersion", st.runtime_version);
+  c.Set("driverVersion", st.driver_version);
+  if (!st.device_name.empty()) c.Set("deviceName", st.device_name);
+  if (st.cc_major) c.Set("computeCapability", std::to_string(st.cc_major) + "." + std::to_string(st.cc_minor));
+  return c;
+}
+
 Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
@@ -362,7 +401,14 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   o.Set("backend", b.name());
   o.Set("isa", b.isa());
   o.Set("threads", b.threads());
-  o.Set("cuda", false);
+#ifdef MGHF_WITH_CUDA
+  o.Set("builtWithCuda", true);
+#else
+  o.Set("builtWithCuda", false);
+#endif
+  int device = 0;
+  if (info.Length() > 0 && info[0].IsNumber()) device = info[0].As<Napi::Number>().Int32Value();
+  o.Set("cuda", cuda_status_to_js(env, device));
   o.Set("cacheBytes", double(mghf::block_cache_bytes()));
   return o;
 }

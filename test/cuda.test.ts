@@ -1,0 +1,63 @@
+// CPU vs CUDA parity through the public API, for every golden fixture and a
+// few other shapes (SPEC §8: both backends within the reference tolerances).
+// Without a usable GPU the whole file is skipped with the reason the native
+// side gives (built without CUDA, no driver, driver too old, no device, …).
+import t from 'tap';
+import { MghfError, backendInfo, createWeights, dfeFeaturesSync, mghfLoss, mghfLossSync } from '../lib/index';
+import { fixtureNames, imagePair, loadFixture, relativeL2, withinValueTolerance } from './helpers/fixtures';
+
+const info = backendInfo();
+
+if (!info.cuda.available) {
+  t.test('device: auto falls back to the CPU and says why', async (t) => {
+    t.equal(info.backend, 'cpu');
+    t.type(info.cuda.reason, 'string');
+    const { sr, gt } = imagePair([1, 3, 8, 8]);
+    const weights = createWeights({ seed: 2 });
+    const auto = await mghfLoss(sr, gt, { variant: 'n', weights });
+    const cpu = await mghfLoss(sr, gt, { variant: 'n', weights, device: 'cpu' });
+    t.equal(auto.loss, cpu.loss);
+  });
+  t.skip(`CUDA parity: ${info.cuda.reason}`);
+} else {
+  t.comment(`CUDA: ${info.cuda.deviceName} (compute capability ${info.cuda.computeCapability})`);
+  for (const name of fixtureNames()) {
+    t.test(`fixture ${name}: CUDA agrees with the CPU and the reference`, async (t) => {
+      const f = loadFixture(name);
+      const base = { ...f.options, weights: f.weights, returnDetails: true };
+      const cpu = await mghfLoss(f.sr, f.gt, { ...base, device: 'cpu' });
+      const sel = cpu.selected ? { selected: cpu.selected } : {};
+      const gpu = await mghfLoss(f.sr, f.gt, { ...base, ...sel, device: 'cuda' });
+      t.ok(withinValueTolerance(gpu.loss, cpu.loss), `loss cuda ${gpu.loss} cpu ${cpu.loss}`);
+      t.ok(withinValueTolerance(gpu.loss, f.expected.loss), `loss cuda ${gpu.loss} reference ${f.expected.loss}`);
+      for (const [part, ref] of Object.entries(f.expected.parts)) {
+        t.ok(withinValueTolerance(gpu.parts[part] as number, ref), `${part}: cuda ${gpu.parts[part]} reference ${ref}`);
+      }
+      t.same(gpu.skipped, cpu.skipped);
+      t.ok(relativeL2(gpu.grad.data, cpu.grad.data) <= 1e-3, 'gradient vs CPU');
+      t.ok(relativeL2(gpu.grad.data, f.grad) <= 1e-3, 'gradient vs reference');
+    });
+  }
+  t.test('features and a larger MGHF-c case agree', async (t) => {
+    const weights = createWeights({ seed: 4 });
+    const { sr, gt } = imagePair([2, 3, 96, 128], 8);
+    const a = dfeFeaturesSync(sr, { weights, device: 'cpu' });
+    const b = dfeFeaturesSync(sr, { weights, device: 'cuda' });
+    t.ok(relativeL2(b.data, a.data) <= 1e-5);
+    const cpu = mghfLossSync(sr, gt, { weights, device: 'cpu', returnDetails: true });
+    const gpu = mghfLossSync(sr, gt, { weights, device: 'cuda', selected: cpu.selected });
+    t.ok(withinValueTolerance(gpu.loss, cpu.loss), `${gpu.loss} vs ${cpu.loss}`);
+    t.ok(relativeL2(gpu.grad.data, cpu.grad.data) <= 1e-3);
+  });
+  t.test('concurrent CUDA calls are safe', async (t) => {
+    const weights = createWeights({ seed: 6 });
+    const cases = Array.from({ length: 6 }, (_, i) => imagePair([1, 3, 40 + 8 * i, 48], 30 + i));
+    const expected = cases.map(({ sr, gt }) => mghfLossSync(sr, gt, { weights, device: 'cpu' }));
+    const got = await Promise.all(cases.map(({ sr, gt }) => mghfLoss(sr, gt, { weights, device: 'cuda' })));
+    got.forEach((r, i) => t.ok(withinValueTolerance(r.loss, expected[i].loss), `call ${i}`));
+  });
+  t.test('an impossible device index is a typed error', async (t) => {
+    const { sr, gt } = imagePair([1, 3, 8, 8]);
+    await t.rejects(mghfLoss(sr, gt, { variant: 'n', device: 'cuda:999' }), MghfError);
+  });
+}
