@@ -27,22 +27,9 @@ namespace {
 
 constexpr double kGradTol = 1e-6;  // relative error of a directional derivative in double
 
-// Random weights with PyTorch-like scale (±1/√fan_in), a little larger so
-// ReLU6 regions are all visited.
 template <class T>
 DfeWeights<T> random_weights(const DfeArchitecture& a, uint64_t seed) {
-  DfeWeights<T> w(a);
-  Rng rng(seed);
-  w.for_each([&](const std::string& name, Buffer<T>& b) {
-    double fan_in = 27;
-    if (name.find("mix") != std::string::npos) fan_in = a.channels;
-    if (name.find("expand") != std::string::npos) fan_in = a.half();
-    if (name.find("depthwise") != std::string::npos) fan_in = 9;
-    if (name.find("project") != std::string::npos) fan_in = a.hidden();
-    const double bound = 1.5 / std::sqrt(fan_in);
-    for (size_t i = 0; i < b.size(); ++i) b[i] = T(rng.uniform(-bound, bound));
-  });
-  return w;
+  return mghf_test::random_weights<T>(a, seed, 1.5);  // a little larger: every ReLU6 region visited
 }
 
 bool any_mask_mix(const std::vector<uint8_t>& m) {

@@ -20,18 +20,7 @@ using namespace mghf_test;
 namespace {
 
 DfeWeights<float> random_weights(const DfeArchitecture& a, uint64_t seed) {
-  DfeWeights<float> w(a);
-  Rng rng(seed);
-  w.for_each([&](const std::string& name, Buffer<float>& b) {
-    double fan_in = 27;
-    if (name.find("mix") != std::string::npos) fan_in = a.channels;
-    if (name.find("expand") != std::string::npos) fan_in = a.half();
-    if (name.find("depthwise") != std::string::npos) fan_in = 9;
-    if (name.find("project") != std::string::npos) fan_in = a.hidden();
-    const double bound = 1.0 / std::sqrt(fan_in);
-    for (size_t i = 0; i < b.size(); ++i) b[i] = float(rng.uniform(-bound, bound));
-  });
-  return w;
+  return mghf_test::random_weights<float>(a, seed);
 }
 
 bool near(double v, double ref) { return std::fabs(v - ref) <= 1e-4 * std::fabs(ref) + 1e-7; }

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "dfe_weights.h"
+
 namespace mghf_test {
 
 inline int& failures() {
@@ -75,6 +77,23 @@ double directional_error(F&& f, std::vector<double> x, const std::vector<double>
   const double fd = (f(xp) - f(xm)) / (2 * eps);
   const double an = dot(g, v);
   return std::fabs(fd - an) / (std::fabs(an) + std::fabs(fd) + 1e-12);
+}
+
+// DFE weights uniform in ±scale/√fan_in (PyTorch's default bound at scale 1).
+template <class T>
+mghf::DfeWeights<T> random_weights(const mghf::DfeArchitecture& a, uint64_t seed, double scale = 1.0) {
+  mghf::DfeWeights<T> w(a);
+  Rng rng(seed);
+  w.for_each([&](const std::string& name, mghf::Buffer<T>& b) {
+    double fan_in = 27;
+    if (name.find("mix") != std::string::npos) fan_in = a.channels;
+    if (name.find("expand") != std::string::npos) fan_in = a.half();
+    if (name.find("depthwise") != std::string::npos) fan_in = 9;
+    if (name.find("project") != std::string::npos) fan_in = a.hidden();
+    const double bound = scale / std::sqrt(fan_in);
+    for (size_t i = 0; i < b.size(); ++i) b[i] = T(rng.uniform(-bound, bound));
+  });
+  return w;
 }
 
 }  // namespace mghf_test
