@@ -1,0 +1,385 @@
+// The CUDA backend (backend.h): cuda_status() says whether and why not, and
+// CudaBackend::loss mirrors loss.h's mghf_loss step by step on the device.
+// Every call has its own stream and its own device memory, so calls from
+// several threads run concurrently; the only shared state is the allocator
+// (device_buffer.cu) and the two registries below, each under a mutex.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../entropy.h"  // top_m
+#include "cuda_backend.h"
+#include "cuda_check.h"
+#include "cuda_mghfc.h"
+#include "dfe_kernels.h"
+#include "device_buffer.h"
+
+#define MGHF_STR_(...) #__VA_ARGS__
+#define MGHF_STR(...) MGHF_STR_(__VA_ARGS__)
+
+namespace mghf {
+namespace {
+
+std::string version_string(int v) {  // 13000 → "13.0"
+  return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
+}
+
+// The architectures this file was compiled for, e.g. "sm_90" (nvcc's
+// __CUDA_ARCH_LIST__ is "900" or "800,900").
+std::string built_for() {
+#ifdef __CUDA_ARCH_LIST__
+  const std::string list = MGHF_STR(__CUDA_ARCH_LIST__);
+  std::string out;
+  size_t i = 0;
+  while (i < list.size()) {
+    size_t j = list.find(',', i);
+    if (j == std::string::npos) j = list.size();
+    const int arch = std::atoi(list.substr(i, j - i).c_str());
+    out += (out.empty() ? "sm_" : ", sm_") + std::to_string(arch / 10);
+    i = j + 1;
+  }
+  return out;
+#else
+  return "unknown architectures";
+#endif
+}
+
+std::string error_text(cudaError_t e) {
+  return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+}
+
+// One probe of the driver and `device`; every failure becomes a reason.
+CudaStatus probe(int device) {
+  CudaStatus st;
+  if (cudaRuntimeGetVersion(&st.runtime_version) != cudaSuccess) st.runtime_version = 0;
+  if (cudaDriverGetVersion(&st.driver_version) != cudaSuccess) st.driver_version = 0;
+  const std::string rt = version_string(st.runtime_version);
+  if (st.driver_version == 0) {
+    st.reason = "no NVIDIA driver: libcuda.so could not be loaded (this build needs a driver "
+                "for CUDA >= " + std::to_string(st.runtime_version / 1000) + ".0)";
+    return st;
+  }
+  const std::string drv = version_string(st.driver_version);
+  cudaError_t e = cudaGetDeviceCount(&st.device_count);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    st.device_count = 0;
+    if (e == cudaErrorInsufficientDriver)
+      st.reason = "driver too old for CUDA runtime " + rt + ": needs >= " +
+                  std::to_string(st.runtime_version / 1000) +
+                  ".0, the installed driver supports CUDA " + drv + " (update the NVIDIA driver)";
+    else if (e == cudaErrorNoDevice)
+      st.reason = "no CUDA device (driver for CUDA " + drv + " is installed)";
+    else if (e == cudaErrorSystemDriverMismatch)
+      st.reason = "the NVIDIA driver library and kernel module versions differ "
+                  "(reboot after a driver update?)";
+    else
+      st.reason = "cudaGetDeviceCount failed: " + error_text(e);
+    return st;
+  }
+  if (st.device_count == 0) {
+    st.reason = "no CUDA device (driver for CUDA " + drv + " is installed)";
+    return st;
+  }
+  if (device < 0 || device >= st.device_count) {
+    st.reason = "no CUDA device " + std::to_string(device) + ": " +
+                std::to_string(st.device_count) + " present";
+    return st;
+  }
+  cudaDeviceProp prop;
+  e = cudaGetDeviceProperties(&prop, device);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    st.reason = "cudaGetDeviceProperties(" + std::to_string(device) + ") failed: " + error_text(e);
+    return st;
+  }
+  st.device_name = prop.name;
+  st.cc_major = prop.major;
+  st.cc_minor = prop.minor;
+  // Does this build hold code the device can run? Ask for one kernel's attributes there.
+  int prev = -1;
+  if (cudaGetDevice(&prev) != cudaSuccess) prev = -1;
+  e = cudaSetDevice(device);
+  if (e == cudaSuccess) e = cuda::probe_kernel_image();
+  if (prev >= 0 && prev != device) (void)cudaSetDevice(prev);
+  (void)cudaGetLastError();
+  const std::string cc = std::to_string(prop.major) + "." + std::to_string(prop.minor);
+  if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction) {
+    st.reason = "no kernel image for compute capability " + cc + " in this build (built for " +
+                built_for() + ")";
+    return st;
+  }
+  if (e != cudaSuccess) {
+    st.reason = "CUDA cannot run on device " + std::to_string(device) + " (" + st.device_name +
+                "): " + error_text(e);
+    return st;
+  }
+  st.available = true;
+  return st;
+}
+
+// ---- per-call resources: RAII, destroyed in the safe order ------------------
+
+// Makes `device` current for the call and restores the caller's afterwards.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) : device_(device) {
+    MGHF_CUDA_CHECK(cudaGetDevice(&prev_));
+    if (prev_ != device_) MGHF_CUDA_CHECK(cudaSetDevice(device_));
+  }
+  ~DeviceScope() {
+    if (prev_ != device_) (void)cudaSetDevice(prev_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int device_, prev_ = 0;
+};
+
+// The call's own stream. Destroying it first drains it, so device memory
+// declared before it goes back to the cache only once no kernel uses it, on
+// the error paths too.
+class Stream {
+ public:
+  Stream() { MGHF_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+  ~Stream() {
+    (void)cudaStreamSynchronize(s_);
+    (void)cudaStreamDestroy(s_);
+    (void)cudaGetLastError();
+  }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  operator cudaStream_t() const { return s_; }
+  void sync() { MGHF_CUDA_CHECK(cudaStreamSynchronize(s_)); }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+// loss.h's Stopwatch on the stream: an event per lap, read once the stream is done.
+class Timeline {
+ public:
+  Timeline(bool on, cudaStream_t stream) : on_(on), stream_(stream) {
+    if (on_) mark("start");
+  }
+  ~Timeline() {
+    for (auto& m : marks_) (void)cudaEventDestroy(m.second);
+  }
+  Timeline(const Timeline&) = delete;
+  Timeline& operator=(const Timeline&) = delete;
+  void lap(const char* name) {
+    if (on_) mark(name);
+  }
+  // After the stream has been synchronised.
+  void collect(std::vector<std::pair<std::string, double>>& out) {
+    for (size_t i = 1; i < marks_.size(); ++i) {
+      float ms = 0;
+      MGHF_CUDA_CHECK(cudaEventElapsedTime(&ms, marks_[i - 1].second, marks_[i].second));
+      out.emplace_back(marks_[i].first, double(ms));
+    }
+  }
+
+ private:
+  void mark(const char* name) {
+    cudaEvent_t e = nullptr;
+    MGHF_CUDA_CHECK(cudaEventCreate(&e));
+    marks_.emplace_back(name, e);
+    MGHF_CUDA_CHECK(cudaEventRecord(e, stream_));
+  }
+  bool on_;
+  cudaStream_t stream_;
+  std::vector<std::pair<const char*, cudaEvent_t>> marks_;
+};
+
+// Every device buffer of one call. Declared before the Stream, so destroyed after it.
+struct CallMemory {
+  CallMemory(const DfeArchitecture& a, const Shape& s) : scratch(a, s.B, s.H, s.W) {}
+  cuda::DeviceDfeWeights w;
+  cuda::DeviceBuffer<float> sr, gt, G, S, dS, dx;
+  cuda::DeviceDfeTape tape;
+  cuda::DfeScratch scratch;
+};
+
+void upload_array(const float* h, size_t n, cuda::DeviceBuffer<float>& d, cudaStream_t stream) {
+  d.resize(n);
+  if (n)
+    MGHF_CUDA_CHECK(
+        cudaMemcpyAsync(d.data(), h, n * sizeof(float), cudaMemcpyHostToDevice, stream));
+}
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, const CudaStatus& st)
+      : device_(device),
+        isa_("sm_" + std::to_string(st.cc_major) + std::to_string(st.cc_minor) + " (" +
+             st.device_name + ")") {}
+  std::string name() const override { return "cuda"; }
+  std::string isa() const override { return isa_; }
+  int threads() const override { return 1; }
+  LossResult<float> loss(const DfeWeights<float>& w, const float* sr, const float* gt,
+                         const Shape& s, const LossOptions& opt) override;
+  void features(const DfeWeights<float>& w, const float* x, const Shape& s, InputRange range,
+                float* F) override;
+
+ private:
+  const int device_;
+  const std::string isa_;
+  // Calls on one device run one at a time (each on its own stream). The GPU is
+  // saturated by one call anyway, and it means no block of the cache can be
+  // handed to another call while a failed call's kernels are still draining.
+  std::mutex call_mutex_;
+};
+
+// loss.h's mghf_loss, line for line, with the tensors on the device.
+LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr, const float* gt,
+                                    const Shape& s, const LossOptions& opt) {
+  LossResult<float> r;
+  const bool c = opt.variant == Variant::C;
+  // Variant 'n' is L_n alone, with no Γ1 (SPEC §7).
+  const double g1 = c ? opt.gamma1 : 1.0, g2 = c ? opt.gamma2 : 0.0, g3 = c ? opt.gamma3 : 0.0;
+  const bool do_n = g1 != 0, do_csc = g2 != 0, do_lip = g3 != 0;
+  const bool b1 = do_csc && opt.beta1 != 0, b2 = do_csc && opt.beta2 != 0,
+             b3 = do_csc && opt.beta3 != 0;
+  if (!do_n) r.skipped.push_back("n");
+  if (!b1) r.skipped.push_back("mse");
+  if (!b2) r.skipped.push_back("corr");
+  if (!b3) r.skipped.push_back("gram");
+  if (!do_csc) r.skipped.push_back("csc");
+  if (!do_lip) r.skipped.push_back("lip");
+  r.grad.resize(size_t(s.size()));
+  r.grad.zero();
+  if (!do_n && !do_csc && !do_lip) return r;  // every term off: no work at all
+
+  std::lock_guard<std::mutex> serial(call_mutex_);
+  DeviceScope scope(device_);
+  CallMemory mem(w.arch, s);
+  Stream stream;
+  Timeline clock(opt.profile, stream);  // "dfe_forward" includes the uploads
+  const int N = w.arch.channels;
+  const int64_t P = int64_t(s.H) * s.W, count = int64_t(s.B) * N * P;
+  cuda::upload(w, mem.w, stream);
+  upload_array(sr, size_t(s.size()), mem.sr, stream);
+  upload_array(gt, size_t(s.size()), mem.gt, stream);
+  mem.G.resize(size_t(count));
+  mem.S.resize(size_t(count));
+  mem.dS.resize(size_t(count));
+  cuda::dfe_forward(mem.w, mem.gt.data(), s.B, s.H, s.W, opt.range, mem.G.data(), nullptr,
+                    mem.scratch, stream);
+  cuda::dfe_forward(mem.w, mem.sr.data(), s.B, s.H, s.W, opt.range, mem.S.data(), &mem.tape,
+                    mem.scratch, stream);
+  if (count)
+    MGHF_CUDA_CHECK(cudaMemsetAsync(mem.dS.data(), 0, size_t(count) * sizeof(float), stream));
+  clock.lap("dfe_forward");
+
+  const float* G = mem.G.data();
+  const float* S = mem.S.data();
+  if (do_n) {
+    r.n = cuda::sum_squared_difference(S, G, count, stream) / double(count);
+    // ∂(Γ1·L_n)/∂S = Γ1 · 2 (S − G) / (B·N·H·W)
+    cuda::n_gradient(S, G, count, float(g1 * 2.0 / double(count)), mem.dS.data(), stream);
+    clock.lap("n");
+  }
+  if (do_csc) {
+    const int M = std::min(opt.M, N);
+    std::vector<double> imp = cuda::importance(G, S, s.B, N, P, stream);
+    std::vector<int> sel(size_t(s.B) * M);
+    for (int b = 0; b < s.B; ++b) {
+      if (!opt.selected.empty()) {
+        std::copy(opt.selected.begin() + size_t(b) * M, opt.selected.begin() + size_t(b + 1) * M,
+                  sel.begin() + size_t(b) * M);
+      } else {
+        std::vector<int> top = top_m(imp.data() + size_t(b) * N, N, M);
+        std::copy(top.begin(), top.end(), sel.begin() + size_t(b) * M);
+      }
+    }
+    std::vector<double> wts(sel.size());
+    for (int b = 0; b < s.B; ++b)
+      for (int i = 0; i < M; ++i)
+        wts[size_t(b) * M + i] =
+            std::pow(1.0 + opt.alpha * imp[size_t(b) * N + sel[size_t(b) * M + i]], opt.gamma);
+    clock.lap("importance");
+    const CscWeights cw{b1 ? opt.beta1 : 0, b2 ? opt.beta2 : 0, b3 ? opt.beta3 : 0, g2};
+    const CscParts parts =
+        cuda::csc(G, S, s.B, N, P, M, sel.data(), wts.data(), cw, mem.dS.data(), stream);
+    r.mse = b1 ? parts.mse : 0;
+    r.corr = b2 ? parts.corr : 0;
+    r.gram = b3 ? parts.gram : 0;
+    r.csc = opt.beta1 * r.mse + opt.beta2 * r.corr + opt.beta3 * r.gram;
+    if (opt.details) {
+      r.importance = std::move(imp);
+      r.selected = std::move(sel);
+    }
+    clock.lap("csc");
+  }
+  if (do_lip) {
+    r.lip = cuda::lip(G, S, s.B, N, s.H, s.W, opt.lip, g3, mem.dS.data(), stream);
+    clock.lap("lip");
+  }
+  r.loss = g1 * r.n + g2 * r.csc + g3 * r.lip;
+  if (!c) r.loss = r.n;
+  mem.dx.resize(size_t(s.size()));
+  cuda::dfe_backward(mem.w, mem.tape, mem.dS.data(), s.B, s.H, s.W, opt.range, mem.dx.data(),
+                     mem.scratch, stream);
+  if (s.size())
+    MGHF_CUDA_CHECK(cudaMemcpyAsync(r.grad.data(), mem.dx.data(), size_t(s.size()) * sizeof(float),
+                                    cudaMemcpyDeviceToHost, stream));
+  clock.lap("dfe_backward");  // includes the download
+  stream.sync();
+  clock.collect(r.timings);
+  return r;
+}
+
+void CudaBackend::features(const DfeWeights<float>& w, const float* x, const Shape& s,
+                           InputRange range, float* F) {
+  std::lock_guard<std::mutex> serial(call_mutex_);
+  DeviceScope scope(device_);
+  CallMemory mem(w.arch, s);
+  Stream stream;
+  const size_t count = size_t(s.B) * size_t(w.arch.channels) * size_t(s.H) * size_t(s.W);
+  cuda::upload(w, mem.w, stream);
+  upload_array(x, size_t(s.size()), mem.sr, stream);
+  mem.G.resize(count);
+  cuda::dfe_forward(mem.w, mem.sr.data(), s.B, s.H, s.W, range, mem.G.data(), nullptr, mem.scratch,
+                    stream);
+  if (count)
+    MGHF_CUDA_CHECK(
+        cudaMemcpyAsync(F, mem.G.data(), count * sizeof(float), cudaMemcpyDeviceToHost, stream));
+  stream.sync();
+}
+
+}  // namespace
+
+CudaStatus cuda_status(int device) {
+  static std::mutex m;
+  static auto* probed = new std::map<int, CudaStatus>();  // leaked: no exit-time teardown
+  try {
+    std::lock_guard<std::mutex> lock(m);
+    auto it = probed->find(device);
+    if (it == probed->end()) it = probed->emplace(device, probe(device)).first;
+    return it->second;
+  } catch (...) {
+    CudaStatus st;
+    st.reason = "probing CUDA failed unexpectedly";
+    return st;
+  }
+}
+
+Backend& cuda_backend(int device) {
+  const CudaStatus st = cuda_status(device);
+  if (!st.available) throw Error("E_UNSUPPORTED", "CUDA is not usable: " + st.reason);
+  static std::mutex m;
+  static auto* backends = new std::map<int, std::unique_ptr<CudaBackend>>();  // leaked, as above
+  std::lock_guard<std::mutex> lock(m);
+  std::unique_ptr<CudaBackend>& b = (*backends)[device];
+  if (!b) b = std::make_unique<CudaBackend>(device, st);
+  return *b;
+}
+
+}  // namespace mghf
