@@ -3,6 +3,7 @@
 // be tried first here when it exists, with the reason for any fallback kept for
 // backendInfo().
 
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MghfError } from './errors';
 
@@ -94,21 +95,41 @@ interface Loaded {
 const packageRoot = join(__dirname, '..');
 let loaded: Loaded | undefined;
 
+// Candidates in order: an explicit MGHF_BINARY; the CUDA build from
+// `npm run build:cuda` (cmake-js, build-cuda/); then what node-gyp-build finds
+// (build/Release from binding.gyp, or prebuilds/<platform>-<arch>/). A CUDA
+// build also carries the CPU backend, so it is used even where CUDA is not.
+function candidates(): string[] {
+  const list: string[] = [];
+  if (process.env.MGHF_BINARY) list.push(process.env.MGHF_BINARY);
+  const cudaBuild = join(packageRoot, 'build-cuda', 'Release', 'mghf.node');
+  if (existsSync(cudaBuild)) list.push(cudaBuild);
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const gypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+    list.push(gypBuild.resolve(packageRoot));
+  } catch (err) {
+    list.push(`(node-gyp-build found nothing: ${(err as Error).message.split('\n')[0]})`);
+  }
+  return list;
+}
+
 function load(): Loaded {
   if (loaded) return loaded;
-  // node-gyp-build looks in build/Release, then prebuilds/<platform>-<arch>/.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const gypBuild = require('node-gyp-build') as { resolve(dir: string): string };
   const attempts: string[] = [];
-  let binary: string | undefined;
-  try {
-    binary = gypBuild.resolve(packageRoot);
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const addon = require(binary) as NativeAddon;
-    loaded = { addon, binary };
-    return loaded;
-  } catch (err) {
-    attempts.push(`${binary ?? 'build/Release or prebuilds/'}: ${(err as Error).message.split('\n')[0]}`);
+  for (const binary of candidates()) {
+    if (binary.startsWith('(')) {
+      attempts.push(binary);
+      continue;
+    }
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      const addon = require(binary) as NativeAddon;
+      loaded = { addon, binary };
+      return loaded;
+    } catch (err) {
+      attempts.push(`${binary}: ${(err as Error).message.split('\n')[0]}`);
+    }
   }
   throw new MghfError(
     'E_LOAD',
