@@ -6,7 +6,10 @@
 // (`profile: true` → result.timings) and, as a cross-check, each term's cost measured by
 // switching the other terms off (their Γ = 0) minus the DFE-only cost (variant 'n').
 // If the library rejects variant 'c' (not built yet), the MGHF-c part prints a notice and the
-// bench goes on.
+// bench goes on. When backendInfo().cuda.available, it also times MGHF-n and MGHF-c on device
+// 'cuda' (B=4 3×256×256 and B=16 3×128×128, with per-stage timings) and runs the PyTorch peers
+// with --device cuda; otherwise one line says why the GPU part is skipped. (Without Node, e.g. on
+// a GPU machine: build-gpu/mghf_bench_cuda and scripts/device-check.sh.)
 //
 //   npm run build && npm run bench
 //   node bench/run.js --repeat 9 --json bench/out/results.json
@@ -15,7 +18,9 @@
 //
 // Flags: --repeat R (timed runs, default 5), --warmup W (default 1), --json FILE, --no-peers,
 // --variant n|c|all (default all), --c-peer-repeat R (timed runs of the slow MGHF-c PyTorch
-// peers, default 3, after one warm-up), --no-toggles (skip the Γ-toggle cross-check).
+// peers, default 3, after one warm-up), --no-toggles (skip the Γ-toggle cross-check), --no-gpu
+// (skip the CUDA part), --gpu-repeat R (timed runs on the GPU, ours and peers, default 20, after 3
+// warm-ups).
 // Environment: MGHF_NUM_THREADS (default 2, read by the addon when it loads),
 // MGHF_BENCH_PYTHON (default /usr/bin/python3).
 'use strict';
@@ -37,13 +42,20 @@ const PEERS_N = ['mghf-n', 'vgg16'];
 // mghf-c: the plain PyTorch peer (LIP GEMM by torch.bmm); mghf-c-onednn: the same with that GEMM
 // as a oneDNN grouped conv1d (Debian's torch links the reference BLAS, see bench/NOTES.md).
 const PEERS_C = ['mghf-c', 'mghf-c-onednn'];
+// The CUDA part: both variants at two batch sizes of equal pixel count (bench/NOTES.md, "CUDA floor").
+const GPU_CASES = [
+  { name: 'B=4 3×256×256', batch: 4, height: 256, width: 256 },
+  { name: 'B=16 3×128×128', batch: 16, height: 128, width: 128 },
+];
+const PEERS_GPU = ['mghf-n', 'mghf-c'];
+const GPU_WARMUP = 3;
 const PYTHON = process.env.MGHF_BENCH_PYTHON || '/usr/bin/python3';
 const PEER_SCRIPT = path.join(__dirname, 'torch_peer.py');
 
 function parseCli() {
   const USAGE =
     'Usage: node bench/run.js [--repeat R] [--warmup W] [--json FILE] [--no-peers] [--variant n|c|all] ' +
-    '[--c-peer-repeat R] [--no-toggles]';
+    '[--c-peer-repeat R] [--no-toggles] [--no-gpu] [--gpu-repeat R]';
   let values;
   try {
     ({ values } = parseArgs({
@@ -55,6 +67,8 @@ function parseCli() {
         variant: { type: 'string', default: 'all' },
         'c-peer-repeat': { type: 'string', default: '3' },
         'no-toggles': { type: 'boolean', default: false },
+        'no-gpu': { type: 'boolean', default: false },
+        'gpu-repeat': { type: 'string', default: '20' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -70,9 +84,10 @@ function parseCli() {
   const repeat = Number(values.repeat);
   const warmup = Number(values.warmup);
   const cPeerRepeat = Number(values['c-peer-repeat']);
+  const gpuRepeat = Number(values['gpu-repeat']);
   if (!Number.isInteger(repeat) || repeat < 1 || !Number.isInteger(warmup) || warmup < 0 ||
-      !Number.isInteger(cPeerRepeat) || cPeerRepeat < 1) {
-    console.error('bench: --repeat and --c-peer-repeat must be integers ≥ 1 and --warmup an integer ≥ 0');
+      !Number.isInteger(cPeerRepeat) || cPeerRepeat < 1 || !Number.isInteger(gpuRepeat) || gpuRepeat < 1) {
+    console.error('bench: --repeat, --c-peer-repeat and --gpu-repeat must be integers ≥ 1 and --warmup an integer ≥ 0');
     process.exit(2);
   }
   if (!['n', 'c', 'all'].includes(values.variant)) {
@@ -82,6 +97,7 @@ function parseCli() {
   return {
     repeat, warmup, json: values.json, peers: !values['no-peers'], cPeerRepeat,
     doN: values.variant !== 'c', doC: values.variant !== 'n', toggles: !values['no-toggles'],
+    gpu: !values['no-gpu'], gpuRepeat,
   };
 }
 
@@ -256,7 +272,15 @@ function torchAvailable() {
   return r.status === 0;
 }
 
-function runPeers(kase, threads, peers, { repeat, warmup }) {
+// Does PYTHON's torch see a CUDA device?
+function torchCudaAvailable() {
+  const r = spawnSync(PYTHON, ['-c', 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'],
+    { stdio: 'ignore', timeout: 120_000 });
+  return r.status === 0;
+}
+
+// extra: more torch_peer.py flags (the GPU part passes --device cuda).
+function runPeers(kase, threads, peers, { repeat, warmup }, extra = []) {
   const args = [
     PEER_SCRIPT,
     '--peer', ...peers,
@@ -266,6 +290,7 @@ function runPeers(kase, threads, peers, { repeat, warmup }) {
     '--repeat', String(repeat),
     '--warmup', String(warmup),
     '--json',
+    ...extra,
   ];
   const r = spawnSync(PYTHON, args, { encoding: 'utf8', timeout: 1_800_000, maxBuffer: 16 << 20 });
   if (r.status !== 0) {
@@ -302,8 +327,8 @@ function peerRow(r, p, oursS) {
 }
 
 // Median of each stage of result.timings over the profiled runs, one column per case.
-function printStages(done) {
-  console.log('\nMGHF-c per stage (profile: true → result.timings, median ms over the profiled runs)');
+function printStages(done, title = 'MGHF-c per stage') {
+  console.log(`\n${title} (profile: true → result.timings, median ms over the profiled runs)`);
   const failed = done.filter((r) => !r.ours.profile || !r.ours.profile.stages_ms);
   for (const r of failed) console.log(`  NOTICE: no per-stage timings for ${r.case} (${r.ours.profileError}).`);
   const ok = done.filter((r) => r.ours.profile && r.ours.profile.stages_ms);
@@ -344,6 +369,91 @@ function printToggles(done) {
   })]);
   rows.push(['whole MGHF-c', ...done.map((r) => ms(r.ours.whole.median_s))]);
   console.log(table(['configuration', ...done.map((r) => `${r.case} ms`)], rows));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CUDA part: ours on device 'cuda' (whole call, then the per-stage profile) and the PyTorch
+// peers with --device cuda (float32, CUDA-event timing, max_memory_allocated). Returns the results,
+// or null when skipped.
+
+function runGpu(lib, weights, info, cli) {
+  if (!cli.gpu) {
+    console.log('\nGPU part: skipped (--no-gpu).');
+    return null;
+  }
+  if (!info.cuda.available) {
+    console.log(`\nGPU part: skipped (CUDA is not usable here: ${info.cuda.reason ?? 'no reason given'}).`);
+    return null;
+  }
+  const gcli = { repeat: cli.gpuRepeat, warmup: GPU_WARMUP };
+  const variants = [...(cli.doN ? ['n'] : []), ...(cli.doC ? ['c'] : [])];
+  console.log(
+    `\nGPU part: ${info.cuda.deviceName ?? 'CUDA device 0'} (compute capability ${info.cuda.computeCapability ?? '?'}), ` +
+      `device 'cuda', ${GPU_WARMUP} warm-up + median of ${gcli.repeat} (wall time of mghfLossSync: host arrays in, gradient out)`,
+  );
+  const results = [];
+  for (const kase of GPU_CASES) {
+    const inputs = makeInputs(lib.Tensor, kase.batch, kase.height, kase.width);
+    for (const variant of variants) {
+      const r = {
+        case: `${kase.name} MGHF-${variant}`, batch: kase.batch, height: kase.height, width: kase.width, variant,
+        gflop: variant === 'n' ? countedGflop(kase.batch, kase.height, kase.width) : countedGflopC(kase.batch, kase.height, kase.width),
+        ours: null,
+      };
+      const opts = { variant, weights, device: 'cuda' };
+      try {
+        r.ours = { whole: timeCall(lib, inputs, opts, gcli, r.case) };
+        try {
+          r.ours.profile = timeCall(lib, inputs, { ...opts, profile: true }, gcli, `${r.case} profile`, true);
+          if (!r.ours.profile.stages_ms) r.ours.profileError = 'the result carries no timings';
+        } catch (err) {
+          r.ours.profileError = why(err);
+        }
+      } catch (err) {
+        r.error = why(err);
+        console.log(`  NOTICE: ${r.case} failed on the GPU (${r.error}); going on.`);
+      }
+      results.push(r);
+    }
+  }
+  const done = results.filter((r) => r.ours);
+  if (done.length) {
+    console.log(
+      table(
+        ['case', 'median ms', 'GFLOP (counted)', 'GFLOP/s'],
+        done.map((r) => [r.case, ms(r.ours.whole.median_s), r.gflop.toFixed(1), (r.gflop / r.ours.whole.median_s).toFixed(0)]),
+      ),
+    );
+    console.log('(floors on an H100: bench/NOTES.md, "CUDA floor")');
+    printStages(done, 'GPU per stage');
+  }
+
+  if (!cli.peers) {
+    console.log('\nPyTorch peers on the GPU: skipped (--no-peers).');
+  } else if (!torchAvailable()) {
+    console.log(`\nPyTorch peers on the GPU: skipped (${PYTHON} cannot import torch).`);
+  } else if (!torchCudaAvailable()) {
+    console.log(`\nPyTorch peers on the GPU: skipped (${PYTHON}'s torch sees no CUDA device).`);
+  } else {
+    console.log(`\nPyTorch peers on the GPU (${PYTHON}, --device cuda: float32, TF32 off, CUDA-event timing, inputs already on the GPU)`);
+    const rows = [];
+    for (const kase of GPU_CASES) {
+      const peers = runPeers(kase, info.threads, PEERS_GPU.filter((p) => variants.includes(p.slice(-1))),
+        { repeat: gcli.repeat, warmup: GPU_WARMUP }, ['--device', 'cuda']);
+      for (const p of Object.keys(peers)) {
+        const r = results.find((x) => x.batch === kase.batch && x.height === kase.height && x.variant === p.slice(-1));
+        if (r) r.peer = peers[p];
+        const oursS = r && r.ours ? r.ours.whole.median_s : null;
+        const mib = peers[p].max_memory_allocated_mib;
+        rows.push([
+          kase.name, p, ms(peers[p].median_s), oursS == null ? '-' : ms(oursS),
+          oursS == null ? '-' : `${(peers[p].median_s / oursS).toFixed(2)}×`, mib == null ? '-' : mib.toFixed(0),
+        ]);
+      }
+    }
+    if (rows.length) console.log(table(['case', 'peer', 'peer ms', 'ours ms', 'peer / ours', 'peer MiB (max allocated)'], rows));
+  }
+  return results;
 }
 
 function main() {
@@ -429,6 +539,8 @@ function main() {
     console.log(" similarity GEMM in oneDNN: this Debian torch's bmm uses the reference BLAS, see bench/NOTES.md.)");
   }
 
+  const resultsGpu = runGpu(lib, weights, info, cli);
+
   if (cli.json) {
     fs.mkdirSync(path.dirname(path.resolve(cli.json)), { recursive: true });
     const doc = {
@@ -441,6 +553,7 @@ function main() {
       warmup: cli.warmup,
       results,
       resultsC,
+      resultsGpu,
     };
     fs.writeFileSync(cli.json, JSON.stringify(doc, null, 2) + '\n');
     console.log(`\nwrote ${cli.json}`);

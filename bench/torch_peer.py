@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch peers for `npm run bench` (CPU, float32).
+"""PyTorch peers for `npm run bench` (float32; CPU by default, `--device cuda` on GPU 0).
 
   mghf-n  MGHF-n (SPEC §2–3) written plainly in PyTorch: the DFE as an nn.Module with the SPEC §9
           parameter names, loss mean((DFE(sr) - DFE(gt))**2), autograd w.r.t. sr.
@@ -16,10 +16,17 @@
           relu3_3, relu4_3 and relu5_3, autograd w.r.t. sr.
 
 The timed region is what the library does per call: the feature pass of gt (no_grad: gt is a
-constant), the feature pass of sr, the loss and the backward pass to sr.
+constant), the feature pass of sr, the loss and the backward pass to sr. On the CPU it is timed with
+time.perf_counter. With --device cuda the model and the inputs live on the GPU and each call is timed
+with torch.cuda.Event (default 3 warm-up calls, median of 20); torch.cuda.max_memory_allocated() is
+reset after the warm-up and reported; cuDNN autotunes (cudnn.benchmark) and TF32 is off unless --tf32.
+--compile wraps the loss function in torch.compile (any device); its first call (the compilation)
+is timed apart, and if compiling fails the reason is reported and the peer is timed eager.
 
   python3 bench/torch_peer.py --peer all --batch 1 --size 256 256 --threads 2 --repeat 5 --json
   python3 bench/torch_peer.py --peer mghf-c --batch 1 --size 256 256 --threads 2
+  python3 bench/torch_peer.py --peer mghf-n mghf-c --device cuda --batch 4 --size 256 256 --json
+  python3 bench/torch_peer.py --peer mghf-c --device cuda --compile --batch 16 --size 128 128 --json
   python3 bench/torch_peer.py --check /work/shared/fixtures/n-default
   python3 bench/torch_peer.py --check /work/shared/fixtures/c-*
 
@@ -38,7 +45,10 @@ import struct
 import sys
 import time
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # only --weights and --check read files with it; a GPU machine's torch may come without
+    np = None
 import torch
 import torch.nn as nn
 
@@ -48,8 +58,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def normalise(x):
     # Constants made in x's dtype, so the float64 check does not inherit float32-rounded ones.
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -119,6 +129,8 @@ def mghf_n_loss(dfe, sr, gt):
 
 def read_safetensors(path):
     """Minimal safetensors reader (F32 only): returns (tensors, metadata)."""
+    if np is None:
+        raise RuntimeError("reading safetensors needs numpy (pip install numpy)")
     with open(path, "rb") as f:
         blob = f.read()
     (n,) = struct.unpack("<Q", blob[:8])
@@ -167,7 +179,7 @@ def map_entropy(f):
     hi = x.max(dim=1, keepdim=True).values
     flat = ~(hi > lo)
     t = (x - lo) / torch.where(flat, torch.ones_like(hi), hi - lo)
-    bins = torch.clamp(torch.floor(t * 256), max=255).long() + 256 * torch.arange(b * n).unsqueeze(1)
+    bins = torch.clamp(torch.floor(t * 256), max=255).long() + 256 * torch.arange(b * n, device=x.device).unsqueeze(1)
     counts = torch.bincount(bins.reshape(-1), minlength=b * n * 256).view(b * n, 256).double()
     p = counts / (h * w)
     ent = -(p * torch.log(torch.where(p > 0, p, torch.ones_like(p)))).sum(dim=1) / math.log(256)
@@ -185,7 +197,7 @@ def select_maps(g, s, o, selected=None):
             order = torch.sort(-imp, dim=1, stable=True).indices[:, :m]
             sel = torch.sort(order, dim=1).values
         else:
-            sel = torch.as_tensor(selected, dtype=torch.long)
+            sel = torch.as_tensor(selected, dtype=torch.long, device=imp.device)
         w = (1 + o["alpha"] * torch.gather(imp, 1, sel)) ** o["gamma"]
     return imp, sel, w
 
@@ -200,7 +212,7 @@ def csc_parts(g, s, sel, w, o):
     """L_mse, L_corr, L_gram on the weighted kept maps (SPEC §5); a β of 0 skips its sub-term."""
     b, _, h, wd = s.shape
     m = sel.shape[1]
-    rows = torch.arange(b).unsqueeze(1)
+    rows = torch.arange(b, device=s.device).unsqueeze(1)
     ww = w.to(s.dtype)[:, :, None, None]
     gw = g[rows, sel] * ww  # [B, M, H, W]
     sw = s[rows, sel] * ww
@@ -239,7 +251,7 @@ def lip_loss(g, s, o, gemm="bmm"):
     k = g.reshape(b * n, h, w).unfold(1, ps, st).unfold(2, ps, st).reshape(b * n, -1, ps * ps)
     p = q.shape[1]
     if p > o["pmax"]:
-        keep = (torch.arange(int(o["pmax"])) * p) // int(o["pmax"])  # floor(m·P / P_max)
+        keep = (torch.arange(int(o["pmax"]), device=s.device) * p) // int(o["pmax"])  # floor(m·P / P_max)
         q, k, p = q[:, keep], k[:, keep], int(o["pmax"])
     q = q / (torch.linalg.norm(q, dim=2, keepdim=True) + 1e-7)
     k = k / (torch.linalg.norm(k, dim=2, keepdim=True) + 1e-7)
@@ -250,14 +262,14 @@ def lip_loss(g, s, o, gemm="bmm"):
         # out[(b,k), j, i] = Σ_d g[(b,k), j, d] · q[(b,k), i, d].
         x = q.transpose(1, 2).reshape(1, b * n * ps * ps, p)
         sim = nn.functional.conv1d(x, k.reshape(b * n * p, ps * ps, 1), groups=b * n).view(b * n, p, p).transpose(1, 2)
-    eye = torch.eye(p, dtype=torch.bool)
+    eye = torch.eye(p, dtype=torch.bool, device=s.device)
 
     # Sinkhorn plan, cost "hard"; unrolled, so autograd differentiates through every iteration.
     grad_ot = bool(o["sinkhornGrad"]) and torch.is_grad_enabled()
     with torch.set_grad_enabled(grad_ot):
         kern = torch.exp((sim if grad_ot else sim.detach()) / eps_ot).masked_fill(eye, math.exp(-10 / eps_ot))
-        u = torch.ones(b * n, p, 1, dtype=s.dtype)
-        v = torch.ones(b * n, p, 1, dtype=s.dtype)
+        u = torch.ones(b * n, p, 1, dtype=s.dtype, device=s.device)
+        v = torch.ones(b * n, p, 1, dtype=s.dtype, device=s.device)
         kern_t = kern.transpose(1, 2)
         for _ in range(int(o["iters"])):
             u = 1 / torch.bmm(kern, v)
@@ -368,26 +380,89 @@ def build_peer(name, weights):
     raise ValueError(f"unknown peer {name}")
 
 
+def describe(err):
+    """'Type: first line of the message', at most 500 characters."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:500]
+
+
+def compile_loss(loss_fn, info):
+    """torch.compile(loss_fn), or loss_fn itself with info["compile_error"] saying why not."""
+    compile_fn = getattr(torch, "compile", None)
+    if compile_fn is None:
+        info["compile_error"] = f"torch {torch.__version__} has no torch.compile"
+        return loss_fn
+    try:
+        return compile_fn(loss_fn)
+    except Exception as err:  # noqa: BLE001 — any failure means: report it, run eager
+        info["compile_error"] = describe(err)
+        return loss_fn
+
+
 def time_peer(name, args):
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
     model, loss_fn = build_peer(name, args.weights)
+    model = model.to(device)
     for p in model.parameters():
         p.requires_grad_(False)  # gradient w.r.t. the input only, as the library
     sr0, gt = make_inputs(args.batch, args.size[0], args.size[1])
+    sr0, gt = sr0.to(device), gt.to(device)  # the same values on every device
+    extra = {}
 
-    def step():
+    def step(fn):
         sr = sr0.clone().requires_grad_()
-        loss = loss_fn(model, sr, gt)
+        loss = fn(model, sr, gt)
         loss.backward()
         return sr.grad
 
+    if args.compile:
+        # The first call compiles (forward and backward); it is timed apart. A failure there, or in
+        # torch.compile itself, is reported and the peer is timed eager.
+        eager_fn = loss_fn
+        loss_fn = compile_loss(eager_fn, extra)
+        extra["compiled"] = False
+        if loss_fn is not eager_fn:
+            t0 = time.perf_counter()
+            try:
+                step(loss_fn)
+                if cuda:
+                    torch.cuda.synchronize(device)
+                extra["compiled"] = True
+            except Exception as err:  # noqa: BLE001
+                extra["compile_error"] = describe(err)
+                loss_fn = eager_fn
+                try:
+                    torch._dynamo.reset()
+                except Exception:  # noqa: BLE001
+                    pass
+            extra["first_call_s"] = time.perf_counter() - t0
+        if not extra["compiled"]:
+            print(f"torch_peer: {name}: torch.compile failed ({extra.get('compile_error')}); timing eager instead",
+                  file=sys.stderr, flush=True)
+
     for _ in range(args.warmup):
-        step()
+        step(loss_fn)
     runs = []
-    for _ in range(args.repeat):
-        t0 = time.perf_counter()
-        step()
-        runs.append(time.perf_counter() - t0)
-    return {
+    if cuda:
+        torch.cuda.synchronize(device)
+        extra["memory_allocated_before_mib"] = torch.cuda.memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(args.repeat):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            step(loss_fn)
+            end.record()
+            end.synchronize()
+            runs.append(start.elapsed_time(end) / 1e3)
+        extra["max_memory_allocated_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            step(loss_fn)
+            runs.append(time.perf_counter() - t0)
+    out = {
         "peer": name,
         "batch": args.batch,
         "height": args.size[0],
@@ -396,6 +471,13 @@ def time_peer(name, args):
         "median_s": statistics.median(runs),
         "runs": runs,
     }
+    if cuda or args.compile:
+        out.update(device=str(device), torch=torch.__version__, warmup=args.warmup, repeat=args.repeat)
+        if cuda:
+            out.update(gpu=torch.cuda.get_device_name(device), tf32=bool(args.tf32),
+                       cudnn_benchmark=bool(torch.backends.cudnn.benchmark))
+        out.update(extra)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,6 +494,8 @@ def within(a, b):
 
 
 def check(folder, gemm="bmm"):
+    if np is None:
+        raise RuntimeError("--check needs numpy (pip install numpy)")
     with open(os.path.join(folder, "case.json")) as f:
         case = json.load(f)
     opts = dict(case.get("options", {}))
@@ -489,17 +573,37 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--size", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=None, help="timed runs (default 5 on cpu, 20 on cuda)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 1 on cpu, 3 on cuda)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="where the peers run (cuda: float32 on GPU 0, timed with CUDA events, "
+                         "max_memory_allocated reported); --check always runs on the CPU")
+    ap.add_argument("--compile", action="store_true",
+                    help="wrap the loss function in torch.compile (a failure is reported, then the peer runs eager)")
+    ap.add_argument("--tf32", action="store_true",
+                    help="cuda: let cuDNN and matmuls use TF32 (default off: strict float32, as the library)")
     ap.add_argument("--weights", help="DFE weights (SPEC §9 safetensors) for the mghf-n and mghf-c peers")
     ap.add_argument("--json", action="store_true", help="one JSON line per peer")
     ap.add_argument("--check", metavar="DIR", nargs="+", help="compare MGHF-n/-c (float64) with fixture folders")
     ap.add_argument("--gemm", choices=("bmm", "onednn"), default="bmm", help="LIP similarity GEMM used by --check")
     args = ap.parse_args(argv)
+    cuda = args.device == "cuda"
+    if args.repeat is None:
+        args.repeat = 20 if cuda else 5
+    if args.warmup is None:
+        args.warmup = 3 if cuda else 1
 
     torch.set_num_threads(args.threads)
     if args.check:
         return max(check(folder, args.gemm) for folder in args.check)
+    if cuda:
+        if not torch.cuda.is_available():
+            print(f"torch_peer: --device cuda, but torch.cuda.is_available() is False "
+                  f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})", file=sys.stderr)
+            return 1
+        torch.backends.cudnn.benchmark = True  # the fastest conv algorithms for these fixed shapes
+        torch.backends.cudnn.allow_tf32 = bool(args.tf32)
+        torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
 
     peers = []
     for name in args.peer:
@@ -511,11 +615,16 @@ def main(argv=None):
         if args.json:
             print(json.dumps(r), flush=True)
         else:
-            print(
-                f"{name:7s} B={r['batch']} {r['height']}x{r['width']} threads={r['threads']}: "
-                f"median {r['median_s'] * 1e3:.1f} ms over {len(r['runs'])} runs",
-                flush=True,
-            )
+            line = (f"{name:7s} B={r['batch']} {r['height']}x{r['width']} threads={r['threads']}: "
+                    f"median {r['median_s'] * 1e3:.1f} ms over {len(r['runs'])} runs")
+            if "device" in r:
+                line += f", {r['device']}"
+                if "max_memory_allocated_mib" in r:
+                    line += f", max_memory_allocated {r['max_memory_allocated_mib']:.0f} MiB"
+                if args.compile:
+                    line += (f", torch.compile (first call {r['first_call_s']:.1f} s)" if r.get("compiled")
+                             else f", eager (compile failed: {r.get('compile_error')})")
+            print(line, flush=True)
     return 0
 
 

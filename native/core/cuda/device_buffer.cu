@@ -4,6 +4,7 @@
 // device, keyed by size, and reused by later calls of the same shape.
 #include <algorithm>
 #include <map>
+#include <cstdlib>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -36,7 +37,18 @@ Allocator& allocator() {
   return *a;
 }
 
+// MGHF_CUDA_NO_CACHE=1: exact-size blocks, freed at once, so compute-sanitizer
+// memcheck sees every overrun that a rounded or reused block would hide.
+bool no_cache() {
+  static const bool off = [] {
+    const char* v = std::getenv("MGHF_CUDA_NO_CACHE");
+    return v && *v && *v != '0';
+  }();
+  return off;
+}
+
 size_t rounded(size_t bytes) {
+  if (no_cache()) return bytes;
   const size_t g = bytes >= kSmall ? kLargeGranule : 512;
   return (bytes + g - 1) / g * g;
 }
@@ -123,7 +135,7 @@ void device_free(void* p, size_t capacity) {
   const int device = own != a.owner.end() ? own->second : -1;
   if (device >= 0) {
     DeviceCache& dc = a.devices[device];
-    if (dc.held + capacity <= dc.cap) {
+    if (!no_cache() && dc.held + capacity <= dc.cap) {
       dc.idle.emplace(capacity, p);
       dc.held += capacity;
       return;
