@@ -15,6 +15,8 @@
         
         
         "native/core/backend_cpu.cpp",
+        "native/core/train/train_kernels_fast.cpp",
+        "native/core/train/train.cpp",
         "native/core/cuda/cuda_stub.cpp"
       ],
       "include_dirs": [

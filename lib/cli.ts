@@ -100,6 +100,164 @@ function formatNumber(x: number): string {
 }
 
 // ---------------------------------------------------------------------------------------------
+// mghf pretrain
+
+/** A flag's value as an integer ≥ min, or undefined when absent. */
+function intFlag(values: Values, name: string, command: string, min = 1): number | undefined {
+  const v = values[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !/^[0-9]+$/.test(v) || !Number.isSafeInteger(Number(v)) || Number(v) < min) {
+    throw new UsageError(`--${name} must be an integer ≥ ${min}, got ${JSON.stringify(v)}`, command);
+  }
+  return Number(v);
+}
+
+function numberFlag(values: Values, name: string, command: string): number | undefined {
+  const v = values[name];
+  if (v === undefined) return undefined;
+  const x = typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
+  if (!Number.isFinite(x) || x <= 0) throw new UsageError(`--${name} must be a number > 0, got ${JSON.stringify(v)}`, command);
+  return x;
+}
+
+function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds) || seconds < 0) return '--';
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+const percent = (x: number | null): string => (x === null ? 'n/a' : `${(100 * x).toFixed(1)}%`);
+
+/** The command line that continues an interrupted run: the same flags, --resume pointing at the checkpoint. */
+function resumeCommand(values: Values, checkpoint: string): string {
+  const quote = (v: string) => (/^[\w@%+=:,./-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`);
+  const flags = Object.entries(values)
+    .filter(([k, v]) => k !== 'resume' && typeof v === 'string')
+    .map(([k, v]) => `--${k} ${quote(v as string)}`);
+  return ['mghf pretrain', ...flags, '--resume', quote(checkpoint)].join(' ');
+}
+
+async function runPretrainCommand(values: Values): Promise<number> {
+  const command = 'pretrain';
+  const data = values.data as string | undefined;
+  const resume = values.resume as string | undefined;
+  if (data === undefined && resume === undefined) throw new UsageError('missing --data (or --resume with a checkpoint)', command);
+  const device = (values.device as string | undefined) ?? 'auto';
+  if (device !== 'auto' && device !== 'cpu' && !/^cuda(:\d+)?$/.test(device)) {
+    throw new UsageError(`--device must be auto or cpu, got ${JSON.stringify(device)}`, command);
+  }
+  const opts = {
+    ...(data !== undefined ? { data } : {}),
+    ...(resume !== undefined ? { resume } : {}),
+    epochs: intFlag(values, 'epochs', command),
+    batch: intFlag(values, 'batch', command),
+    lr: numberFlag(values, 'lr', command),
+    crop: intFlag(values, 'crop', command, 2),
+    seed: intFlag(values, 'seed', command, 0),
+    maxSteps: intFlag(values, 'max-steps', command),
+    out: values.out as string | undefined,
+    device,
+  };
+  for (const key of Object.keys(opts) as (keyof typeof opts)[]) if (opts[key] === undefined) delete opts[key];
+
+  const lib = await import('./pretrain');
+  const err = process.stderr;
+  const tty = Boolean(err.isTTY);
+  let barShown = false;
+  let lastLine = 0;
+  const clearBar = () => {
+    if (tty && barShown) err.write('\r\x1b[K');
+    barShown = false;
+  };
+  const say = (line: string) => {
+    clearBar();
+    err.write(line + '\n');
+  };
+
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSigint = () => {
+    interrupts++;
+    if (interrupts > 1) {
+      say('mghf: interrupted again; exiting without waiting for the checkpoint');
+      process.exit(130);
+    }
+    say('mghf: interrupted; finishing the current step and writing a checkpoint (Ctrl-C again to quit at once)');
+    controller.abort();
+  };
+  process.on('SIGINT', onSigint);
+  let result;
+  try {
+    result = await lib.pretrain({
+      ...opts,
+      signal: controller.signal,
+      onStart: (i) => {
+        const a = i.architecture;
+        say(
+          `Pretraining the DFE (N=${a.channels}, K=${a.blocks}, e=${a.expand}) on ${i.classes.length} classes: ` +
+            `${i.trainImages} training images, ${i.valImages} validation images (${i.valSource === 'folder' ? 'val/' : '10% split off'}); ` +
+            `${i.stepsPerEpoch} steps per epoch, ${i.totalSteps} steps` +
+            (i.resumedFrom ? `, resuming at step ${i.step} from ${i.resumedFrom}` : ''),
+        );
+      },
+      onProgress: (p) => {
+        const line =
+          `epoch ${p.epoch}/${p.epochs}  step ${p.step}/${p.totalSteps}  loss ${p.runningLoss.toFixed(4)}  ` +
+          `acc ${percent(p.accuracy)}  ${p.imagesPerSecond.toFixed(1)} img/s  left ${formatDuration(p.etaSeconds)}`;
+        const now = Date.now();
+        if (tty) {
+          err.write(`\r${line}\x1b[K`);
+          barShown = true;
+        } else if (now - lastLine >= 10_000 || p.step === p.totalSteps) {
+          err.write(line + '\n');
+          lastLine = now;
+        }
+      },
+      onEpoch: (e) => {
+        say(`epoch ${e.epoch}/${e.epochs}: validation loss ${e.valLoss === null ? 'n/a' : e.valLoss.toFixed(4)}, accuracy ${percent(e.valAccuracy)} (${e.valImages} images); checkpoint ${e.checkpoint}`);
+      },
+      onWarning: (m) => say(`mghf: warning: ${m}`),
+    });
+  } finally {
+    process.removeListener('SIGINT', onSigint);
+    clearBar();
+  }
+  if (result.stopped === 'aborted') {
+    say(`mghf: stopped at step ${result.step}; checkpoint written to ${result.checkpoint}`);
+    say(`Resume with: ${resumeCommand(values, result.checkpoint)}`);
+    return 130;
+  }
+  say(
+    `Wrote ${result.out}: ${result.step} steps (${result.epochs.toFixed(2)} epochs), ` +
+      `validation accuracy ${percent(result.valAccuracy)}${result.stopped === 'maxSteps' ? ' (stopped at --max-steps)' : ''}`,
+  );
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// mghf show
+
+async function runShow(values: Values): Promise<number> {
+  const image = requireString(values, 'image', 'show');
+  const out = requireString(values, 'out', 'show');
+  const cols = intFlag(values, 'cols', 'show');
+  const { decodeImage } = await import('./image');
+  const lib = await import('./index');
+  const { writeFeatureGrid } = await import('./show');
+  const x = await decodeImage(image);
+  const weights = typeof values.weights === 'string' ? await lib.loadWeights(values.weights) : undefined;
+  const grid = await lib.featureGrid(x, { ...(weights ? { weights } : {}), ...(cols !== undefined ? { cols } : {}) });
+  await writeFeatureGrid(grid, out);
+  process.stdout.write(
+    `Wrote ${out}: ${grid.maps} feature maps in ${grid.cols}×${grid.rows} (${grid.width}×${grid.height} px); ` +
+      `the ${grid.selected.length} kept by the entropy step are framed in orange\n`,
+  );
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 // The command table
 
 const COMMANDS: Record<string, Command> = {
@@ -122,6 +280,59 @@ const COMMANDS: Record<string, Command> = {
       help: { type: 'boolean', short: 'h' },
     },
     run: runScore,
+  },
+  pretrain: {
+    summary: 'pretrain the detail feature extractor as a classifier on an ImageFolder tree (SPEC §10)',
+    synopsis:
+      '--data <dir> [--epochs 20] [--batch 32] [--lr 5e-4] [--crop 128] [--seed 0] [--device auto|cpu] ' +
+      '[--out mghf-dfe.safetensors] [--resume <checkpoint>] [--max-steps N]',
+    details: [
+      '  --data <dir>        <dir>/train/<class>/<image> and <dir>/val/<class>/<image>; without val/,',
+      '                      10% of each class is held out (the class folders may also sit in <dir>)',
+      '  --epochs N          epochs in all (default 20)',
+      '  --batch N           images per step (default 32)',
+      '  --lr X              Adam learning rate, × 0.95 every 5,000 steps (default 5e-4)',
+      '  --crop N            random crop size; shorter images are scaled up (default 128)',
+      '  --seed N            seeds the weights and the data order (default 0)',
+      '  --device auto|cpu   pretraining runs on the CPU in this version',
+      '  --out <file>        the weights file written at the end (default mghf-dfe.safetensors);',
+      '                      a checkpoint <file>.ckpt.safetensors is written after every epoch',
+      '  --resume <ckpt>     continue an interrupted run exactly (its settings come from the checkpoint)',
+      '  --max-steps N       stop after N steps in all: checkpoint, validate, write --out',
+      '  Ctrl-C              write a checkpoint and exit 130 with the command that resumes',
+    ].join('\n'),
+    options: {
+      data: { type: 'string' },
+      epochs: { type: 'string' },
+      batch: { type: 'string' },
+      lr: { type: 'string' },
+      crop: { type: 'string' },
+      seed: { type: 'string' },
+      device: { type: 'string' },
+      out: { type: 'string' },
+      resume: { type: 'string' },
+      'max-steps': { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    run: runPretrainCommand,
+  },
+  show: {
+    summary: 'a picture of the DFE feature maps of an image, the maps the entropy step keeps framed',
+    synopsis: '--image <image> --out <maps.png> [--weights <file.safetensors>] [--cols 16]',
+    details: [
+      '  --image <image>     the image (PNG, JPEG, WebP, TIFF, …)',
+      '  --out <file>        the grid picture (format from the extension, e.g. .png)',
+      '  --weights <file>    DFE weights (safetensors, SPEC §9); default: the library default',
+      '  --cols N            maps per row (default 16)',
+    ].join('\n'),
+    options: {
+      image: { type: 'string' },
+      out: { type: 'string' },
+      weights: { type: 'string' },
+      cols: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    run: runShow,
   },
 };
 

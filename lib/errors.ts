@@ -11,6 +11,7 @@ export type MghfErrorCode =
   | 'E_OPTION' // unknown option name or bad option value
   | 'E_WEIGHTS' // an in-memory weights object is inconsistent
   | 'E_WEIGHTS_FILE' // a weights file is malformed (SPEC §9)
+  | 'E_DATA' // a training data folder is missing, empty or not an ImageFolder tree (SPEC §10)
   | 'E_UNSUPPORTED' // valid request this build cannot do (e.g. no CUDA)
   | 'E_NATIVE' // the native core reported a failure
   | 'E_CUDA' // a CUDA call failed during a computation (the next call still works)

@@ -29,3 +29,13 @@ export {
   type InputRange,
 } from './loss';
 export { backendInfo, type BackendInfo } from './native';
+export {
+  pretrain,
+  type PretrainOptions,
+  type PretrainResult,
+  type PretrainProgress,
+  type PretrainEpoch,
+  type PretrainStart,
+} from './pretrain';
+export { createHeadWeights, loadCheckpoint, type Checkpoint, type CreateHeadOptions } from './checkpoint';
+export { featureGrid, type FeatureGrid, type FeatureGridOptions } from './show';

@@ -76,6 +76,49 @@ export interface NativeFeatureOptions {
   deviceIndex: number;
 }
 
+/**
+ * Everything the native trainer needs to start (SPEC §10), checked in lib/pretrain.ts. `tensors` holds
+ * every DFE tensor (SPEC §9 names), the head (`head.conv.{0,1,2}.weight` [N,N,3,3], `.bias` [N],
+ * `head.fc.weight` [classes,N], `head.fc.bias` [classes]) and, when resuming, `adam.m.<name>` and
+ * `adam.v.<name>` for every parameter.
+ */
+export interface NativeTrainerConfig {
+  channels: number;
+  blocks: number;
+  expand: number;
+  classes: number;
+  tensors: Record<string, Float32Array>;
+  /** Optimiser steps already taken (0 for a fresh start): Adam's bias correction and the lr schedule continue from it. */
+  steps: number;
+  /** The base learning rate lr0; the rate in force is lr0 · decayRate^floor(steps / decayEvery). */
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  decayEvery: number;
+  decayRate: number;
+}
+
+/** An opaque native trainer object. */
+export interface TrainerHandle {
+  readonly __mghfTrainer?: never;
+}
+
+export interface NativeTrainResult {
+  /** Mean softmax cross-entropy over the batch. */
+  loss: number;
+  /** Samples of the batch whose arg-max class is the label. */
+  correct: number;
+}
+
+export interface NativeTrainerState {
+  steps: number;
+  /** The learning rate in force. */
+  lr: number;
+  /** Copies of every parameter and of adam.m.* / adam.v.*. */
+  tensors: Record<string, Float32Array>;
+}
+
 /** The functions native/binding/addon.cc exports. Arguments arrive already validated. */
 export interface NativeAddon {
   lossSync(sr: Float32Array, gt: Float32Array, dims: number[], w: NativeWeights, o: NativeLossOptions): NativeLossResult;
@@ -85,6 +128,13 @@ export interface NativeAddon {
   /** CPU facts, and the CUDA status of device `cudaDevice` (default 0). */
   info(cudaDevice?: number): NativeInfo;
   clearCache(): void;
+  /** SPEC §10 pretraining (absent from binaries built before it: check before use). */
+  trainerCreate(cfg: NativeTrainerConfig): TrainerHandle;
+  /** Forward, backward and one Adam step on a batch; images [B,3,H,W] in [0,1], labels [B]. */
+  trainStep(h: TrainerHandle, images: Float32Array, dims: number[], labels: Int32Array): Promise<NativeTrainResult>;
+  /** Forward only (no update). */
+  trainEval(h: TrainerHandle, images: Float32Array, dims: number[], labels: Int32Array): Promise<NativeTrainResult>;
+  trainerState(h: TrainerHandle): NativeTrainerState;
 }
 
 interface Loaded {

@@ -38,6 +38,8 @@ export interface ExtraTensor {
 export interface ParseOptions {
   /** Accept a tensor name that is not part of the DFE (e.g. `head.fc.weight`); see SPEC §10. */
   allow?: (name: string) => boolean;
+  /** The `__metadata__.format` the file must declare; default 'mghf-dfe' (a checkpoint: 'mghf-ckpt'). */
+  format?: string;
 }
 
 /** What the reader returns; `extra` is present only when `allow` accepted some tensor. */
@@ -189,10 +191,11 @@ export function parseSafetensors(buf: Buffer | Uint8Array, file: string, opts: P
     throw new MghfError('E_WEIGHTS_FILE', `Invalid weights file ${file}:${subject} ${message}`, { argument: file });
   };
   if (!(buf instanceof Uint8Array)) throw invalidParameterError('E_ARGUMENT', 'buffer', 'a Buffer or Uint8Array', buf);
-  const { allow: allowOption } = checkOptions(opts, ['allow'] as const, 'parse options');
+  const { allow: allowOption, format = FORMAT } = checkOptions(opts, ['allow', 'format'] as const, 'parse options');
   if (allowOption !== undefined && typeof allowOption !== 'function') {
     throw invalidParameterError('E_OPTION', 'allow', 'a function (name) => boolean', allowOption);
   }
+  if (!is.string(format)) throw invalidParameterError('E_OPTION', 'format', 'a string', format);
   const allow = allowOption as ParseOptions['allow'];
 
   // 1. Header length: u64 LE, checked as a BigInt before it becomes a Number or a size.
@@ -221,7 +224,7 @@ export function parseSafetensors(buf: Buffer | Uint8Array, file: string, opts: P
   if (!is.plainObject(header)) return fail(`header is not a JSON object but ${describe(header)}`);
 
   // 3. Metadata → architecture.
-  const metadata = parseMetadata(header.__metadata__, fail);
+  const metadata = parseMetadata(header.__metadata__, format, fail);
   const arch = metadataArchitecture(metadata, file);
   const expected = new Map(weightShapes(arch));
 
@@ -283,7 +286,7 @@ export function parseSafetensors(buf: Buffer | Uint8Array, file: string, opts: P
 
 type Fail = (message: string, tensor?: string) => never;
 
-function parseMetadata(raw: unknown, fail: Fail): Record<string, string> {
+function parseMetadata(raw: unknown, format: string, fail: Fail): Record<string, string> {
   if (raw === undefined) return fail('header has no __metadata__ (format, version, channels, blocks, expand)');
   if (!is.plainObject(raw)) return fail(`__metadata__ is not an object but ${describe(raw)}`);
   const metadata: Record<string, string> = {};
@@ -292,7 +295,7 @@ function parseMetadata(raw: unknown, fail: Fail): Record<string, string> {
     if (key === '__proto__') fail(`__metadata__ has the key '__proto__'`);
     metadata[key] = value as string;
   }
-  if (metadata.format !== FORMAT) fail(`__metadata__.format is ${describe(metadata.format)}, expected '${FORMAT}'`);
+  if (metadata.format !== format) fail(`__metadata__.format is ${describe(metadata.format)}, expected '${format}'`);
   if (metadata.version !== FORMAT_VERSION) {
     fail(`__metadata__.version is ${describe(metadata.version)}, this library reads version '${FORMAT_VERSION}'`);
   }
@@ -390,7 +393,6 @@ function readError(path: string, err: unknown): MghfError {
 /** A safetensors file for `w`: metadata, tensors in `weightShapes` order, header space-padded to 8 bytes. */
 export function serializeSafetensors(w: DfeWeights): Buffer {
   const weights = checkWeights(w);
-  const shapes = weightShapes(weights);
   // The five identifying keys first and always from the architecture; other metadata after.
   const metadata: Record<string, string> = {
     format: FORMAT,
@@ -401,12 +403,31 @@ export function serializeSafetensors(w: DfeWeights): Buffer {
     trainedOn: weights.metadata.trainedOn ?? 'unknown',
   };
   for (const [key, value] of Object.entries(weights.metadata)) if (!(key in metadata)) metadata[key] = value;
+  return serializeTensors(
+    metadata,
+    weightShapes(weights).map(([name, dims]) => ({ name, dims, data: weights.tensors[name] })),
+  );
+}
 
+/** One tensor for `serializeTensors`; `data.length` must equal ∏dims (the caller has checked it). */
+export interface TensorEntry {
+  name: string;
+  dims: readonly number[];
+  data: Float32Array;
+}
+
+/**
+ * The safetensors bytes of `entries` in the given order, with `metadata` as `__metadata__` and the
+ * header space-padded to 8 bytes. No checks on names or shapes: `serializeSafetensors` (weights) and
+ * the checkpoint writer check their own contents first.
+ */
+export function serializeTensors(metadata: Record<string, string>, entries: readonly TensorEntry[]): Buffer {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
-  for (const [name, dims] of shapes) {
-    const bytes = 4 * elementCount(dims);
-    header[name] = { dtype: 'F32', shape: dims, data_offsets: [offset, offset + bytes] };
+  for (const { name, dims, data } of entries) {
+    if (data.length !== elementCount(dims)) throw new Error(`Internal: tensor '${name}' has ${data.length} values for dims [${dims}]`);
+    const bytes = 4 * data.length;
+    header[name] = { dtype: 'F32', shape: [...dims], data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
   const json = Buffer.from(JSON.stringify(header), 'utf8');
@@ -418,8 +439,7 @@ export function serializeSafetensors(w: DfeWeights): Buffer {
   out.fill(0x20, 8 + json.length, 8 + headerLength);
 
   let cursor = 8 + headerLength;
-  for (const [name] of shapes) {
-    const data = weights.tensors[name];
+  for (const { data } of entries) {
     if (LITTLE_ENDIAN) {
       out.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), cursor);
     } else {
@@ -438,7 +458,11 @@ function tempPathFor(path: string): string {
 /** Write `w` to `path` as a safetensors file, atomically (temp file, fsync, rename). */
 export async function saveWeights(w: DfeWeights, path: string): Promise<void> {
   checkPath(path);
-  const bytes = serializeSafetensors(w);
+  await writeFileAtomic(path, serializeSafetensors(w));
+}
+
+/** Write `bytes` to `path` atomically (temp file in the same folder, fsync, rename); E_WEIGHTS_FILE on failure. */
+export async function writeFileAtomic(path: string, bytes: Uint8Array): Promise<void> {
   const temp = tempPathFor(path);
   try {
     const handle = await fsp.open(temp, 'w');
@@ -515,13 +539,10 @@ export function createWeights(opts?: CreateWeightsOptions): DfeWeights {
     'opts',
     'E_OPTION',
   );
-  const random = seededUniform(seed);
+  const random = SeededRandom.fromSeed(seed);
   const tensors: Record<string, Float32Array> = {};
   for (const [name, dims] of weightShapes(arch)) {
-    const bound = 1 / Math.sqrt(fanIn(name, dims, arch));
-    const data = new Float32Array(elementCount(dims));
-    for (let i = 0; i < data.length; i++) data[i] = (2 * random() - 1) * bound;
-    tensors[name] = data;
+    tensors[name] = uniformTensor(random, elementCount(dims), fanIn(name, dims, arch));
   }
   return {
     ...arch,
@@ -537,6 +558,14 @@ export function createWeights(opts?: CreateWeightsOptions): DfeWeights {
   };
 }
 
+/** `count` values uniform in ±1/√fanIn (PyTorch's Conv2d/Linear default for weights and biases). */
+export function uniformTensor(random: SeededRandom, count: number, fanIn: number): Float32Array {
+  const bound = 1 / Math.sqrt(fanIn);
+  const data = new Float32Array(count);
+  for (let i = 0; i < data.length; i++) data[i] = (2 * random.uniform() - 1) * bound;
+  return data;
+}
+
 /** in_channels/groups·kh·kw of the convolution a tensor belongs to (biases: their weight's). */
 function fanIn(name: string, dims: readonly number[], arch: DfeArchitecture): number {
   if (name === 'stem.bias') return 3 * 3 * 3;
@@ -547,19 +576,56 @@ function fanIn(name: string, dims: readonly number[], arch: DfeArchitecture): nu
 }
 
 /**
- * Uniform floats in [0, 1) with 24 random bits, from xoshiro128** seeded through splitmix32-style
- * mixing of the seed's two 32-bit halves. The mixing is a bijection per word, so distinct seeds
- * start distinct states. 32-bit integer math only (Math.imul), no BigInt.
+ * xoshiro128** seeded through splitmix32-style mixing of the seed's two 32-bit halves. The mixing
+ * is a bijection per word, so distinct seeds start distinct states; `stream` selects an
+ * independent sequence for the same seed (0 is the DFE initialisation's). 32-bit integer math
+ * only (Math.imul), no BigInt. Its four-word state can be read and restored, so a data pipeline
+ * driven by it can resume exactly (SPEC §10 pretraining).
  */
-function seededUniform(seed: number): () => number {
-  const lo = seed >>> 0;
-  const hi = Math.floor(seed / 2 ** 32) >>> 0;
-  const s = new Uint32Array(4);
-  s[0] = fmix32(lo ^ 0x9e3779b9);
-  s[1] = fmix32(hi ^ 0x85ebca6b);
-  s[2] = fmix32(s[0] + 0xc2b2ae35);
-  s[3] = fmix32(s[1] + 0x27d4eb2f);
-  const next = (): number => {
+export class SeededRandom {
+  private readonly s: Uint32Array;
+
+  private constructor(s: Uint32Array) {
+    this.s = s;
+  }
+
+  static fromSeed(seed: number, stream = 0): SeededRandom {
+    if (!is.integer(seed) || seed < 0) throw invalidParameterError('E_OPTION', 'seed', 'a non-negative safe integer', seed);
+    if (!is.integer(stream) || stream < 0) throw invalidParameterError('E_OPTION', 'stream', 'a non-negative safe integer', stream);
+    const lo = seed >>> 0;
+    const hi = Math.floor(seed / 2 ** 32) >>> 0;
+    const s = new Uint32Array(4);
+    const offset = Math.imul(stream, 0x9e3779b9);
+    s[0] = fmix32(lo ^ 0x9e3779b9);
+    s[1] = fmix32(hi ^ 0x85ebca6b);
+    s[2] = fmix32(s[0] + 0xc2b2ae35 + offset);
+    s[3] = fmix32(s[1] + 0x27d4eb2f + offset);
+    const rng = new SeededRandom(s);
+    // Let the first outputs' dependence on the nearly-structured initial state wash out.
+    for (let i = 0; i < 16; i++) rng.nextUint32();
+    return rng;
+  }
+
+  /** A generator continuing from a `state()` snapshot: four unsigned 32-bit integers, not all 0. */
+  static fromState(state: unknown): SeededRandom {
+    if (
+      !Array.isArray(state) ||
+      state.length !== 4 ||
+      !state.every((v) => is.integer(v) && v >= 0 && v <= 0xffffffff) ||
+      state.every((v) => v === 0)
+    ) {
+      throw invalidParameterError('E_ARGUMENT', 'state', 'four unsigned 32-bit integers, not all 0', state);
+    }
+    return new SeededRandom(Uint32Array.from(state as number[]));
+  }
+
+  /** The four state words; `fromState` of them continues the same sequence. */
+  state(): number[] {
+    return Array.from(this.s);
+  }
+
+  nextUint32(): number {
+    const s = this.s;
     const result = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
     const t = s[1] << 9;
     s[2] ^= s[0];
@@ -569,10 +635,17 @@ function seededUniform(seed: number): () => number {
     s[2] ^= t;
     s[3] = rotl(s[3], 11);
     return result;
-  };
-  // Let the first outputs' dependence on the nearly-structured initial state wash out.
-  for (let i = 0; i < 16; i++) next();
-  return () => (next() >>> 8) / 2 ** 24;
+  }
+
+  /** Uniform in [0, 1) with 24 random bits (exact in float32). */
+  uniform(): number {
+    return (this.nextUint32() >>> 8) / 2 ** 24;
+  }
+
+  /** An integer uniform in [0, n) for 1 ≤ n ≤ 2^32 (multiply-shift; bias below n/2^32). */
+  below(n: number): number {
+    return Math.floor((this.nextUint32() * n) / 2 ** 32);
+  }
 }
 
 function rotl(x: number, k: number): number {

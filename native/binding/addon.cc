@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <new>
 #include <string>
@@ -15,6 +16,7 @@
 #include "cuda/cuda_backend.h"
 #include "buffer.h"
 #include "error.h"
+#include "train/train.h"
 
 namespace {
 
@@ -381,6 +383,212 @@ Napi::Value Features(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---------------------------------------------------------------- pretraining (SPEC §10)
+
+// A trainer and what is running on it. The flags are read and written on the
+// JS thread only (when a call starts, and in OnOK/OnError), so they need no
+// lock: a step runs alone; evaluations, which only read the weights, may
+// overlap each other but not a step.
+struct TrainerBox {
+  std::unique_ptr<mghf::Trainer> trainer;
+  bool stepping = false;
+  int evaluating = 0;
+};
+// The JS handle owns one reference, each running worker another, so a handle
+// collected while its work runs cannot free the trainer under it.
+using TrainerRef = std::shared_ptr<TrainerBox>;
+
+// Marks the Externals this file created, so any other value is refused.
+constexpr napi_type_tag kTrainerTag = {0x6d676866c0ffee01ULL, 0x7472616965720a5dULL};
+
+TrainerRef get_trainer(const Napi::Value& v) {
+  if (!v.IsExternal()) fail("E_ARGUMENT", "expected a trainer handle from trainerCreate");
+  auto ext = v.As<Napi::External<TrainerRef>>();
+  if (!ext.CheckTypeTag(&kTrainerTag))
+    fail("E_ARGUMENT", "expected a trainer handle from trainerCreate");
+  return *ext.Data();
+}
+
+double get_number(const Napi::Object& o, const char* key, double fallback) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return fallback;
+  if (!v.IsNumber()) fail("E_ARGUMENT", std::string(key) + " must be a number");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) fail("E_ARGUMENT", std::string(key) + " must be finite");
+  return d;
+}
+
+// {channels, blocks, expand, classes, tensors, steps, lr, beta1, beta2, eps,
+// decayEvery, decayRate} → a Trainer. Every DFE and head tensor is required;
+// adam.m.<name> / adam.v.<name> are optional (zero when absent). Lengths are
+// checked (memory safety); names beyond these are ignored (lib/ rejects them).
+std::unique_ptr<mghf::Trainer> parse_trainer(const Napi::Value& v) {
+  if (!v.IsObject()) fail("E_ARGUMENT", "expected a trainer configuration object");
+  Napi::Object o = v.As<Napi::Object>();
+  mghf::DfeArchitecture a;
+  a.channels = get_int(o, "channels", 2, 4096);
+  a.blocks = get_int(o, "blocks", 1, 64);
+  a.expand = get_int(o, "expand", 1, 64);
+  if (a.channels % 2) fail("E_WEIGHTS", "channels must be even");
+  const int classes = get_int(o, "classes", 1, 1 << 20);
+  Napi::Value tv = o.Get("tensors");
+  if (!tv.IsObject()) fail("E_WEIGHTS", "tensors must be an object");
+  Napi::Object tensors = tv.As<Napi::Object>();
+  auto load = [&](const std::string& name, Buffer<float>& b, bool required) {
+    if (!tensors.Has(name)) {
+      if (required) fail("E_WEIGHTS", "tensors is missing " + name);
+      return;
+    }
+    Buffer<float> src = copy_f32(tensors.Get(name), b.size(), ("tensor " + name).c_str());
+    b.swap(src);
+  };
+  mghf::DfeWeights<float> w(a);
+  w.for_each([&](const std::string& name, Buffer<float>& b) { load(name, b, true); });
+  mghf::HeadWeights<float> head(a.channels, classes);
+  head.for_each([&](const std::string& name, Buffer<float>& b) { load(name, b, true); });
+  mghf::TrainConfig cfg;
+  cfg.lr = get_number(o, "lr", cfg.lr);
+  cfg.beta1 = get_number(o, "beta1", cfg.beta1);
+  cfg.beta2 = get_number(o, "beta2", cfg.beta2);
+  cfg.eps = get_number(o, "eps", cfg.eps);
+  const double every = get_number(o, "decayEvery", double(cfg.decay_every));
+  if (!(every >= 1 && every <= 9007199254740992.0) || every != std::floor(every))
+    fail("E_ARGUMENT", "decayEvery must be a positive integer");
+  cfg.decay_every = int64_t(every);
+  cfg.decay_rate = get_number(o, "decayRate", cfg.decay_rate);
+  const double steps = get_number(o, "steps", 0);
+  if (!(steps >= 0 && steps <= 9007199254740992.0) || steps != std::floor(steps))
+    fail("E_ARGUMENT", "steps must be a non-negative integer");
+  auto t = std::make_unique<mghf::Trainer>(std::move(w), std::move(head), cfg);
+  t->steps = int64_t(steps);
+  // The moments: every name the trainer holds beyond the parameters.
+  t->for_each_tensor([&](const std::string& name, Buffer<float>& b) {
+    if (name.compare(0, 5, "adam.") == 0) load(name, b, false);
+  });
+  return t;
+}
+
+Napi::Value TrainerCreate(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto box = std::make_shared<TrainerBox>();
+    box->trainer = parse_trainer(info.Length() > 0 ? info[0] : info.Env().Undefined());
+    auto handle = Napi::External<TrainerRef>::New(
+        info.Env(), new TrainerRef(std::move(box)), [](Napi::Env, TrainerRef* p) { delete p; });
+    handle.TypeTag(&kTrainerTag);
+    return handle;
+  });
+}
+
+struct BatchArgs {
+  Buffer<float> images;
+  mghf::Shape shape;
+  std::vector<int> labels;
+};
+
+// (images, dims [B,3,H,W], labels Int32Array [B]) with every label a class of
+// the trainer: a label indexes the logits.
+BatchArgs parse_batch(const Napi::CallbackInfo& info, const mghf::Trainer& t) {
+  if (info.Length() < 4) fail("E_ARGUMENT", "expected (handle, images, dims, labels)");
+  BatchArgs a;
+  a.shape = get_shape(info[2]);
+  a.images = copy_f32(info[1], size_t(a.shape.size()), "images");
+  if (!info[3].IsTypedArray() || info[3].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    fail("E_DTYPE", "labels must be an Int32Array");
+  auto l = info[3].As<Napi::Int32Array>();
+  if (l.ElementLength() != size_t(a.shape.B))
+    fail("E_SHAPE", "labels has " + std::to_string(l.ElementLength()) + " elements, expected B = " +
+                        std::to_string(a.shape.B));
+  a.labels.assign(l.Data(), l.Data() + l.ElementLength());
+  for (size_t i = 0; i < a.labels.size(); ++i)
+    if (a.labels[i] < 0 || a.labels[i] >= t.classes())
+      fail("E_ARGUMENT", "labels[" + std::to_string(i) + "] = " + std::to_string(a.labels[i]) +
+                             " is not a class in [0, " + std::to_string(t.classes()) + ")");
+  return a;
+}
+
+class TrainWorker : public PromiseWorker {
+ public:
+  TrainWorker(Napi::Env env, TrainerRef box, BatchArgs args, bool update)
+      : PromiseWorker(env), box_(std::move(box)), args_(std::move(args)), update_(update) {
+    if (update_) box_->stepping = true;
+    else ++box_->evaluating;
+  }
+
+ protected:
+  void Run() override {
+    const mghf::Shape& s = args_.shape;
+    stats_ = update_ ? box_->trainer->step(args_.images.data(), args_.labels.data(), s.B, s.H, s.W)
+                     : box_->trainer->evaluate(args_.images.data(), args_.labels.data(), s.B,
+                                               s.H, s.W);
+  }
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("loss", stats_.loss);
+    o.Set("correct", stats_.correct);
+    return o;
+  }
+  void OnOK() override {
+    release();
+    PromiseWorker::OnOK();
+  }
+  void OnError(const Napi::Error& e) override {
+    release();
+    PromiseWorker::OnError(e);
+  }
+
+ private:
+  void release() {
+    if (update_) box_->stepping = false;
+    else --box_->evaluating;
+  }
+  TrainerRef box_;
+  BatchArgs args_;
+  bool update_;
+  mghf::StepStats stats_;
+};
+
+Napi::Value rejected(Napi::Env env, const std::string& code, const std::string& message) {
+  auto d = Napi::Promise::Deferred::New(env);
+  d.Reject(to_js_error(env, code, message).Value());
+  return d.Promise();
+}
+
+// trainStep / trainEval: the batch is copied before the promise returns.
+Napi::Value run_batch(const Napi::CallbackInfo& info, bool update) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    TrainerRef box = get_trainer(info.Length() > 0 ? info[0] : info.Env().Undefined());
+    if (box->stepping || (update && box->evaluating))
+      return rejected(info.Env(), "E_BUSY",
+                      box->stepping ? "this trainer is running a step; await it first"
+                                    : "this trainer is evaluating; await it before a step");
+    BatchArgs args = parse_batch(info, *box->trainer);
+    auto* w = new TrainWorker(info.Env(), box, std::move(args), update);
+    w->Queue();
+    return w->Promise();
+  });
+}
+
+Napi::Value TrainStep(const Napi::CallbackInfo& info) { return run_batch(info, true); }
+Napi::Value TrainEval(const Napi::CallbackInfo& info) { return run_batch(info, false); }
+
+// {steps, lr (the rate of the next step), tensors: copies of every parameter
+// and moment}.
+Napi::Value TrainerState(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    TrainerRef box = get_trainer(info.Length() > 0 ? info[0] : env.Undefined());
+    if (box->stepping) fail("E_BUSY", "this trainer is running a step; await it first");
+    mghf::Trainer& t = *box->trainer;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("steps", double(t.steps));
+    o.Set("lr", t.current_lr());
+    Napi::Object tensors = Napi::Object::New(env);
+    t.for_each_tensor([&](const std::string& name, Buffer<float>& b) { tensors.Set(name, to_js(env, b)); });
+    o.Set("tensors", tensors);
+    return o;
+  });
+}
+
 Napi::Object cuda_status_to_js(Napi::Env env, int device) {
   const mghf::CudaStatus st = mghf::cuda_status(device);
   Napi::Object c = Napi::Object::New(env);
@@ -425,6 +633,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("features", Napi::Function::New(env, Features, "features"));
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("clearCache", Napi::Function::New(env, ClearCache, "clearCache"));
+  exports.Set("trainerCreate", Napi::Function::New(env, TrainerCreate, "trainerCreate"));
+  exports.Set("trainStep", Napi::Function::New(env, TrainStep, "trainStep"));
+  exports.Set("trainEval", Napi::Function::New(env, TrainEval, "trainEval"));
+  exports.Set("trainerState", Napi::Function::New(env, TrainerState, "trainerState"));
   return exports;
 }
 

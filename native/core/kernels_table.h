@@ -44,6 +44,11 @@ struct FastKernelTable {
   // monce.inc on a float similarity matrix.
   double (*monce)(int P, const float* sim, const MonceParams& prm, double g0, float* dsim,
                   std::vector<double>& work, std::vector<float>& kwork);
+  // C[M×N] (+)= A[M×K]·B[N×K]ᵀ on the calling thread; A, B and C have row
+  // strides lda, ldb, ldc. The product of a weight gradient, dW = dout·inᵀ,
+  // reducing over K pixels with both operands read in place (train/).
+  void (*matmul_nt)(int M, int K, int N, const float* A, int64_t lda, const float* B,
+                    int64_t ldb, float* C, int64_t ldc, bool accumulate);
 };
 
 // Defined in kernels_<isa>.cpp; null where the compiler or CPU family lacks it.
