@@ -7,6 +7,8 @@ export {
   saveWeights,
   saveWeightsSync,
   createWeights,
+  defaultWeights,
+  DEFAULT_WEIGHTS_PATH,
   parameterCount,
   weightShapes,
   type DfeWeights,

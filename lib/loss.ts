@@ -5,7 +5,7 @@ import { MghfError, invalidParameterError } from './errors';
 import { NativeLossOptions, NativeLossResult, NativeWeights, native, rethrowNative } from './native';
 import { Tensor } from './tensor';
 import { ImageLayout, checkOptions, is, toImageTensor } from './validate';
-import { DfeWeights, checkWeights, createWeights } from './weights';
+import { DfeWeights, checkWeights, defaultWeights } from './weights';
 
 export type Variant = 'n' | 'c';
 export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
@@ -16,7 +16,7 @@ export type PartName = 'n' | 'mse' | 'corr' | 'gram' | 'csc' | 'lip';
 export interface LossOptions {
   /** 'c' (MGHF-c, the default, SPEC §7) or 'n' (MGHF-n, SPEC §3). */
   variant?: Variant;
-  /** DFE weights (loadWeights / createWeights). Default: createWeights({ seed: 0 }). */
+  /** DFE weights (loadWeights / createWeights). Default: the bundled pretrained weights (defaultWeights()). */
   weights?: DfeWeights;
   /** 'auto' (default) or 'cpu'. CUDA is not built yet. */
   device?: Device;
@@ -99,7 +99,6 @@ export const LOSS_OPTION_NAMES = [
 
 const FEATURE_OPTION_NAMES = ['weights', 'device', 'layout', 'inputRange'] as const;
 
-let defaultWeights: DfeWeights | undefined;
 
 interface Prepared {
   weights: NativeWeights;
@@ -118,8 +117,7 @@ function prepareCommon(o: Partial<Record<string, unknown>>): Prepared {
   const { device, deviceIndex } = resolveDevice(o.device);
   let weights: DfeWeights;
   if (o.weights === undefined) {
-    defaultWeights ??= createWeights({ seed: 0 });
-    weights = defaultWeights;
+    weights = defaultWeights();
   } else {
     weights = checkWeights(o.weights, 'opts.weights');
   }

@@ -5,7 +5,7 @@
 // file before anything is allocated from it, and every violation is an E_WEIGHTS_FILE error that
 // names the file and, where there is one, the tensor.
 
-import { promises as fsp, readFileSync, writeFileSync, renameSync, unlinkSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync, writeFileSync, renameSync, unlinkSync, openSync, fsyncSync, closeSync } from 'node:fs';
 import { endianness } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -660,4 +660,27 @@ function fmix32(h: number): number {
   h = Math.imul(h, 0xc2b2ae35);
   h ^= h >>> 16;
   return h >>> 0;
+}
+
+/** Where the bundled, pretrained default weights live inside the package. */
+export const DEFAULT_WEIGHTS_PATH = join(__dirname, '..', 'weights', 'mghf-dfe-default.safetensors');
+
+let bundled: DfeWeights | undefined;
+
+/**
+ * The pretrained DFE weights shipped with the package (README, "Default weights"), loaded once.
+ * These are what `mghfLoss` uses when `opts.weights` is not given.
+ */
+export function defaultWeights(): DfeWeights {
+  if (bundled) return bundled;
+  if (!existsSync(DEFAULT_WEIGHTS_PATH)) {
+    throw new MghfError(
+      'E_WEIGHTS_FILE',
+      `The bundled default weights are missing (${DEFAULT_WEIGHTS_PATH}). Reinstall mghf, or pass ` +
+        `opts.weights (loadWeights(path) or createWeights({ seed })).`,
+      { argument: 'opts.weights' },
+    );
+  }
+  bundled = loadWeightsSync(DEFAULT_WEIGHTS_PATH);
+  return bundled;
 }

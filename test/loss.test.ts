@@ -10,6 +10,7 @@ import {
   mghfLoss,
   mghfLossSync,
   backendInfo,
+  defaultWeights,
   type PartName,
 } from '../lib/index';
 import { fixtureNames, imagePair, loadFixture, relativeL2, withinValueTolerance } from './helpers/fixtures';
@@ -126,11 +127,16 @@ t.test('the caller may mutate its arrays while a call runs', async (t) => {
   t.equal((await p).loss, expected.loss);
 });
 
-t.test('default weights are used when none are given', async (t) => {
+t.test('the bundled pretrained weights are used when none are given', async (t) => {
   const { sr, gt } = imagePair([1, 3, 8, 8], 3);
+  const w = defaultWeights();
+  t.same([w.channels, w.blocks, w.expand], [128, 1, 2], 'the SPEC default architecture');
+  t.match(w.metadata.trainedOn, /imagenette/i, 'trainedOn says what it was trained on');
   const r = await mghfLoss(sr, gt, { variant: 'n' });
-  const ref = mghfLossSync(sr, gt, { variant: 'n', weights: createWeights({ seed: 0 }) });
+  const ref = mghfLossSync(sr, gt, { variant: 'n', weights: w });
   t.equal(r.loss, ref.loss);
+  const untrained = mghfLossSync(sr, gt, { variant: 'n', weights: createWeights({ seed: 0 }) });
+  t.not(r.loss, untrained.loss, 'not the untrained initialisation');
 });
 
 async function rejectsWith(t: Test, p: () => Promise<unknown>, code: string, pattern: RegExp, what: string) {

@@ -2,6 +2,7 @@
 // build, or CMake with MGHF_CUDA=OFF): CUDA is reported unavailable, with why.
 #include "../error.h"
 #include "cuda_backend.h"
+#include "cuda_trainer.h"
 
 namespace mghf {
 
@@ -12,5 +13,10 @@ CudaStatus cuda_status(int) {
 }
 
 Backend& cuda_backend(int) { throw Error("E_UNSUPPORTED", cuda_status(0).reason); }
+
+std::unique_ptr<CudaTrainer> make_cuda_trainer(int, DfeWeights<float>, HeadWeights<float>,
+                                               const TrainConfig&) {
+  throw Error("E_UNSUPPORTED", cuda_status(0).reason);
+}
 
 }  // namespace mghf
