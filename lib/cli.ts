@@ -258,6 +258,16 @@ async function runShow(values: Values): Promise<number> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// mghf doctor
+
+async function runDoctorCommand(values: Values): Promise<number> {
+  const { runDoctor, formatDoctor } = await import('./doctor');
+  const report = await runDoctor();
+  process.stdout.write(values.json ? JSON.stringify(report) + '\n' : formatDoctor(report));
+  return report.ok ? 0 : 1;
+}
+
+// ---------------------------------------------------------------------------------------------
 // The command table
 
 const COMMANDS: Record<string, Command> = {
@@ -333,6 +343,20 @@ const COMMANDS: Record<string, Command> = {
       help: { type: 'boolean', short: 'h' },
     },
     run: runShow,
+  },
+  doctor: {
+    summary: 'check the installation: binary loaded, CUDA and why not, versions, a tiny loss on each backend',
+    synopsis: '[--json]',
+    details: [
+      '  --json              print the report as one JSON object',
+      '  Exit code 0 when every check passed (CPU loss; CUDA loss and its agreement with the CPU',
+      '  within SPEC §8 when CUDA is usable), 1 otherwise.',
+    ].join('\n'),
+    options: {
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    run: runDoctorCommand,
   },
 };
 

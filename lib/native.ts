@@ -1,10 +1,12 @@
-// The one place that loads `.node` files. Today there is one binary, the CPU
-// addon (built from binding.gyp at install, or a prebuild); the CUDA build will
-// be tried first here when it exists, with the reason for any fallback kept for
-// backendInfo().
+// The one place that loads `.node` files. Two kinds of binary exist: the CPU-only addon (built
+// from binding.gyp at install, or the prebuildify prebuild prebuilds/<platform>-<arch>/mghf.glibc.node)
+// and the CUDA addon (cmake-js: the prebuild prebuilds/<platform>-<arch>/mghf.cuda.node, or a local
+// build-cuda/Release/mghf.node), which carries the CPU backend too. The CUDA one is kept only where
+// CUDA is usable; otherwise the CPU one is used and the reason is kept for backendInfo() and for
+// the E_UNSUPPORTED error of device: 'cuda'.
 
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { MghfError } from './errors';
 
 export interface NativeWeights {
@@ -140,53 +142,158 @@ export interface NativeAddon {
 interface Loaded {
   addon: NativeAddon;
   binary: string;
+  /** The CUDA binary tried first, and why it was not used (undefined when none exists). */
+  cudaBinary?: CudaBinaryAttempt;
+  /** Every attempt, in order, with its outcome. */
+  fallbacks: string[];
+}
+
+export interface CudaBinaryAttempt {
+  /** The CUDA binary that was tried first. */
+  path: string;
+  /** Whether it is the binary in use (with CUDA usable, or, when no CPU binary loads, for its CPU backend). */
+  used: boolean;
+  /** Why CUDA is not used: it did not load, or CUDA is not usable with it. */
+  reason?: string;
 }
 
 const packageRoot = join(__dirname, '..');
+const platformDir = `${process.platform}-${process.arch}`;
 let loaded: Loaded | undefined;
 
-// Candidates in order: an explicit MGHF_BINARY; the CUDA build from
-// `npm run build:cuda` (cmake-js, build-cuda/); then what node-gyp-build finds
-// (build/Release from binding.gyp, or prebuilds/<platform>-<arch>/). A CUDA
-// build also carries the CPU backend, so it is used even where CUDA is not.
-function candidates(): string[] {
-  const list: string[] = [];
-  if (process.env.MGHF_BINARY) list.push(process.env.MGHF_BINARY);
-  const cudaBuild = join(packageRoot, 'build-cuda', 'Release', 'mghf.node');
-  if (existsSync(cudaBuild)) list.push(cudaBuild);
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const gypBuild = require('node-gyp-build') as { resolve(dir: string): string };
-    list.push(gypBuild.resolve(packageRoot));
-  } catch (err) {
-    list.push(`(node-gyp-build found nothing: ${(err as Error).message.split('\n')[0]})`);
-  }
-  return list;
+/** Where the CUDA binaries may be, in the order they are tried. */
+export function cudaBinaryCandidates(): string[] {
+  return [
+    // A local `npm run build:cuda` wins over the prebuild, as build/Release wins over prebuilds/ for node-gyp-build.
+    join(packageRoot, 'build-cuda', 'Release', 'mghf.node'),
+    join(packageRoot, 'prebuilds', platformDir, 'mghf.cuda.node'),
+  ];
+}
+
+const firstLine = (err: unknown): string => String((err as Error)?.message ?? err).split('\n')[0];
+
+function requireAddon(path: string): NativeAddon {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require(path) as NativeAddon;
+}
+
+/**
+ * The CPU binary's info() with the CUDA status replaced by what the CUDA binary said (versions,
+ * device, and the reason it is not usable), so that device: 'cuda' fails with the real reason.
+ */
+function withCudaReason(addon: NativeAddon, binary: string, attempt: CudaBinaryAttempt, status: NativeCudaStatus | undefined): NativeAddon {
+  const note = `(CUDA binary ${attempt.path}); in use instead: the CPU-only binary ${binary}, built without CUDA`;
+  return {
+    ...addon,
+    info(cudaDevice?: number): NativeInfo {
+      const info = cudaDevice === undefined ? addon.info() : addon.info(cudaDevice);
+      if (info.builtWithCuda) return info;
+      const base = status ?? info.cuda;
+      return { ...info, cuda: { ...base, available: false, reason: `${attempt.reason} ${note}` } };
+    },
+  };
 }
 
 function load(): Loaded {
   if (loaded) return loaded;
-  const attempts: string[] = [];
-  for (const binary of candidates()) {
-    if (binary.startsWith('(')) {
-      attempts.push(binary);
-      continue;
-    }
+  const fallbacks: string[] = [];
+  const explicit = process.env.MGHF_BINARY;
+  if (explicit) {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const addon = require(binary) as NativeAddon;
-      loaded = { addon, binary };
+      const addon = requireAddon(explicit);
+      fallbacks.push(`${explicit} (MGHF_BINARY): loaded`);
+      loaded = { addon, binary: explicit, fallbacks };
       return loaded;
     } catch (err) {
-      attempts.push(`${binary}: ${(err as Error).message.split('\n')[0]}`);
+      fallbacks.push(`${explicit} (MGHF_BINARY): failed to load: ${firstLine(err)}`);
     }
   }
+
+  // 1. The CUDA binaries: kept only when CUDA is usable.
+  const cudaPaths = cudaBinaryCandidates();
+  let cudaAttempt: CudaBinaryAttempt | undefined;
+  let cudaStatus: NativeCudaStatus | undefined;
+  let cudaLoaded: { addon: NativeAddon; binary: string } | undefined;
+  for (const path of cudaPaths) {
+    if (!existsSync(path)) continue;
+    let addon: NativeAddon;
+    try {
+      addon = requireAddon(path);
+    } catch (err) {
+      const reason = `it did not load: ${firstLine(err)}`;
+      fallbacks.push(`${path} (CUDA): failed to load: ${firstLine(err)}`);
+      cudaAttempt ??= { path, used: false, reason };
+      continue;
+    }
+    let info: NativeInfo;
+    try {
+      info = addon.info();
+    } catch (err) {
+      fallbacks.push(`${path} (CUDA): loaded, but info() failed: ${firstLine(err)}`);
+      cudaAttempt ??= { path, used: false, reason: `its info() failed: ${firstLine(err)}` };
+      continue;
+    }
+    cudaLoaded ??= { addon, binary: path };
+    if (info.builtWithCuda && info.cuda.available) {
+      const dev = info.cuda.deviceName ? `: ${info.cuda.deviceName}, compute capability ${info.cuda.computeCapability}` : '';
+      fallbacks.push(`${path} (CUDA): loaded, CUDA usable${dev}`);
+      loaded = { addon, binary: path, cudaBinary: { path, used: true }, fallbacks };
+      return loaded;
+    }
+    const reason = info.builtWithCuda ? (info.cuda.reason ?? 'CUDA is not usable') : 'it was built without CUDA';
+    fallbacks.push(`${path} (CUDA): loaded, CUDA not usable: ${reason}`);
+    if (!cudaAttempt) {
+      cudaAttempt = { path, used: false, reason };
+      cudaStatus = info.cuda;
+    }
+  }
+  if (!cudaAttempt) fallbacks.push(`no CUDA binary (looked for ${cudaPaths.join(', ')})`);
+
+  // 2. The CPU binary, as node-gyp-build finds it: build/Release, else the prebuild for this platform.
+  let cpuPath: string | undefined;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const gypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+    cpuPath = gypBuild.resolve(packageRoot);
+  } catch (err) {
+    fallbacks.push(`node-gyp-build found no CPU binary: ${firstLine(err)}`);
+  }
+  if (cpuPath !== undefined && cudaPaths.some((p) => resolve(p) === resolve(cpuPath as string))) {
+    // With no CPU prebuild beside it, node-gyp-build picks mghf.cuda.node: already tried above.
+    fallbacks.push(`node-gyp-build found only ${cpuPath}, the CUDA binary already tried: no CPU binary`);
+    cpuPath = undefined;
+  }
+  if (cpuPath !== undefined) {
+    try {
+      const addon = requireAddon(cpuPath);
+      fallbacks.push(`${cpuPath} (CPU): loaded`);
+      loaded = {
+        addon: cudaAttempt ? withCudaReason(addon, cpuPath, cudaAttempt, cudaStatus) : addon,
+        binary: cpuPath,
+        ...(cudaAttempt ? { cudaBinary: cudaAttempt } : {}),
+        fallbacks,
+      };
+      return loaded;
+    } catch (err) {
+      fallbacks.push(`${cpuPath} (CPU): failed to load: ${firstLine(err)}`);
+    }
+  }
+
+  // 3. No CPU binary: the CUDA binary still runs the CPU backend.
+  if (cudaLoaded) {
+    fallbacks.push(`no CPU binary loaded: using ${cudaLoaded.binary} for its CPU backend`);
+    const cudaBinary = cudaAttempt ? { ...cudaAttempt, used: cudaAttempt.path === cudaLoaded.binary } : undefined;
+    loaded = { addon: cudaLoaded.addon, binary: cudaLoaded.binary, ...(cudaBinary ? { cudaBinary } : {}), fallbacks };
+    return loaded;
+  }
+
   throw new MghfError(
     'E_LOAD',
-    `Could not load the mghf native addon for ${process.platform}-${process.arch} (Node ${process.versions.node}, ` +
-      `N-API ${process.versions.napi}).\nTried:\n  ${attempts.join('\n  ')}\n` +
-      `Remedy: rebuild it from source with \`npm rebuild mghf\` (needs python3, make and a C++17 compiler), ` +
-      `or reinstall so the prebuilt binary for your platform is fetched with the package.`,
+    `Could not load the mghf native addon for ${platformDir} (Node ${process.versions.node}, ` +
+      `N-API ${process.versions.napi}).\nTried:\n  ${fallbacks.join('\n  ')}\n` +
+      `Remedy: build it from source with \`npm rebuild mghf\` (needs python3, make and g++, a C++17 compiler), ` +
+      `or reinstall mghf (\`npm install mghf\`) so that the prebuilt binary comes with the package ` +
+      `(prebuilt: linux-x64 with glibc; other platforms always build from source).`,
   );
 }
 
@@ -205,8 +312,20 @@ export interface BackendInfo {
   binary: string;
   /** Whether this binary contains the CUDA backend. */
   builtWithCuda: boolean;
+  /** The CUDA binary tried, and why it is not used; undefined when there is none. */
+  cudaBinary?: CudaBinaryAttempt;
   /** CUDA: usable or not, and why not; versions, device name and compute capability when known. */
   cuda: NativeCudaStatus;
+  /** CUDA runtime version the CUDA binary was built with, e.g. "13.0" (when a CUDA binary loaded). */
+  cudaRuntimeVersion?: string;
+  /** CUDA version the installed driver supports, e.g. "13.0" (when known). */
+  cudaDriverVersion?: string;
+  /** Name of CUDA device 0 (when known). */
+  deviceName?: string;
+  /** Compute capability of CUDA device 0, e.g. "9.0" (when known). */
+  computeCapability?: string;
+  /** Every binary tried while loading, in order, with its outcome. */
+  fallbacks: string[];
 }
 
 function versionString(v: number): string | undefined {
@@ -215,15 +334,22 @@ function versionString(v: number): string | undefined {
 
 /** What was loaded, what `device: 'auto'` picks, and why CUDA is not used when it is not (see `mghf doctor`). */
 export function backendInfo(): BackendInfo {
-  const { addon, binary } = load();
+  const { addon, binary, cudaBinary, fallbacks } = load();
   const info = addon.info();
+  const { runtime, driver } = cudaVersions(info.cuda);
   return {
     backend: info.cuda.available ? 'cuda' : 'cpu',
     isa: info.isa,
     threads: info.threads,
     binary,
     builtWithCuda: info.builtWithCuda,
+    ...(cudaBinary ? { cudaBinary: { ...cudaBinary } } : {}),
     cuda: info.cuda,
+    ...(runtime ? { cudaRuntimeVersion: runtime } : {}),
+    ...(driver ? { cudaDriverVersion: driver } : {}),
+    ...(info.cuda.deviceName ? { deviceName: info.cuda.deviceName } : {}),
+    ...(info.cuda.computeCapability ? { computeCapability: info.cuda.computeCapability } : {}),
+    fallbacks: [...fallbacks],
   };
 }
 
