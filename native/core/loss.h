@@ -90,22 +90,47 @@ class Stopwatch {
 
 }  // namespace detail
 
+// Which terms of SPEC §7 a call computes. A Γ or β of 0 skips its term (no
+// work, reported as 0 and listed in `skipped`); variant 'n' is L_n alone, with
+// no Γ1. Shared by every backend so they skip exactly the same parts.
+struct TermPlan {
+  bool c;
+  double g1, g2, g3;
+  bool do_n, do_csc, do_lip, b1, b2, b3;
+  std::vector<std::string> skipped;
+};
+
+inline TermPlan plan_terms(const LossOptions& opt) {
+  TermPlan p;
+  p.c = opt.variant == Variant::C;
+  p.g1 = p.c ? opt.gamma1 : 1.0;
+  p.g2 = p.c ? opt.gamma2 : 0.0;
+  p.g3 = p.c ? opt.gamma3 : 0.0;
+  p.do_n = p.g1 != 0;
+  p.do_csc = p.g2 != 0;
+  p.do_lip = p.g3 != 0;
+  p.b1 = p.do_csc && opt.beta1 != 0;
+  p.b2 = p.do_csc && opt.beta2 != 0;
+  p.b3 = p.do_csc && opt.beta3 != 0;
+  if (!p.do_n) p.skipped.push_back("n");
+  if (!p.b1) p.skipped.push_back("mse");
+  if (!p.b2) p.skipped.push_back("corr");
+  if (!p.b3) p.skipped.push_back("gram");
+  if (!p.do_csc) p.skipped.push_back("csc");
+  if (!p.do_lip) p.skipped.push_back("lip");
+  return p;
+}
+
 template <class T, class Kn>
 LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const Shape& s,
                         const LossOptions& opt) {
   LossResult<T> r;
-  const bool c = opt.variant == Variant::C;
-  // Variant 'n' is L_n alone, with no Γ1 (SPEC §7).
-  const double g1 = c ? opt.gamma1 : 1.0, g2 = c ? opt.gamma2 : 0.0, g3 = c ? opt.gamma3 : 0.0;
-  const bool do_n = g1 != 0, do_csc = g2 != 0, do_lip = g3 != 0;
-  const bool b1 = do_csc && opt.beta1 != 0, b2 = do_csc && opt.beta2 != 0,
-             b3 = do_csc && opt.beta3 != 0;
-  if (!do_n) r.skipped.push_back("n");
-  if (!b1) r.skipped.push_back("mse");
-  if (!b2) r.skipped.push_back("corr");
-  if (!b3) r.skipped.push_back("gram");
-  if (!do_csc) r.skipped.push_back("csc");
-  if (!do_lip) r.skipped.push_back("lip");
+  const TermPlan plan = plan_terms(opt);
+  const bool c = plan.c;
+  const double g1 = plan.g1, g2 = plan.g2, g3 = plan.g3;
+  const bool do_n = plan.do_n, do_csc = plan.do_csc, do_lip = plan.do_lip;
+  const bool b1 = plan.b1, b2 = plan.b2, b3 = plan.b3;
+  r.skipped = plan.skipped;
   r.grad.resize(size_t(s.size()));
   r.grad.zero();
   if (!do_n && !do_csc && !do_lip) return r;  // every term off: no work at all

@@ -241,18 +241,12 @@ class CudaBackend final : public Backend {
 LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr, const float* gt,
                                     const Shape& s, const LossOptions& opt) {
   LossResult<float> r;
-  const bool c = opt.variant == Variant::C;
-  // Variant 'n' is L_n alone, with no Γ1 (SPEC §7).
-  const double g1 = c ? opt.gamma1 : 1.0, g2 = c ? opt.gamma2 : 0.0, g3 = c ? opt.gamma3 : 0.0;
-  const bool do_n = g1 != 0, do_csc = g2 != 0, do_lip = g3 != 0;
-  const bool b1 = do_csc && opt.beta1 != 0, b2 = do_csc && opt.beta2 != 0,
-             b3 = do_csc && opt.beta3 != 0;
-  if (!do_n) r.skipped.push_back("n");
-  if (!b1) r.skipped.push_back("mse");
-  if (!b2) r.skipped.push_back("corr");
-  if (!b3) r.skipped.push_back("gram");
-  if (!do_csc) r.skipped.push_back("csc");
-  if (!do_lip) r.skipped.push_back("lip");
+  const TermPlan plan = plan_terms(opt);
+  const bool c = plan.c;
+  const double g1 = plan.g1, g2 = plan.g2, g3 = plan.g3;
+  const bool do_n = plan.do_n, do_csc = plan.do_csc, do_lip = plan.do_lip;
+  const bool b1 = plan.b1, b2 = plan.b2, b3 = plan.b3;
+  r.skipped = plan.skipped;
   r.grad.resize(size_t(s.size()));
   r.grad.zero();
   if (!do_n && !do_csc && !do_lip) return r;  // every term off: no work at all
