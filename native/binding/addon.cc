@@ -73,14 +73,20 @@ mghf::Shape get_shape(const Napi::Value& v) {
   return s;
 }
 
-mghf::DfeWeights<float> get_weights(const Napi::Value& v) {
-  if (!v.IsObject()) fail("E_WEIGHTS", "weights must be an object");
-  Napi::Object o = v.As<Napi::Object>();
+// {channels, blocks, expand} with the bounds lib/weights.ts also enforces.
+mghf::DfeArchitecture get_architecture(const Napi::Object& o) {
   mghf::DfeArchitecture a;
   a.channels = get_int(o, "channels", 2, 4096);
   a.blocks = get_int(o, "blocks", 1, 64);
   a.expand = get_int(o, "expand", 1, 64);
   if (a.channels % 2) fail("E_WEIGHTS", "channels must be even");
+  return a;
+}
+
+mghf::DfeWeights<float> get_weights(const Napi::Value& v) {
+  if (!v.IsObject()) fail("E_WEIGHTS", "weights must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  const mghf::DfeArchitecture a = get_architecture(o);
   Napi::Value tv = o.Get("tensors");
   if (!tv.IsObject()) fail("E_WEIGHTS", "weights.tensors must be an object");
   Napi::Object tensors = tv.As<Napi::Object>();
@@ -425,11 +431,7 @@ double get_number(const Napi::Object& o, const char* key, double fallback) {
 std::unique_ptr<mghf::Trainer> parse_trainer(const Napi::Value& v) {
   if (!v.IsObject()) fail("E_ARGUMENT", "expected a trainer configuration object");
   Napi::Object o = v.As<Napi::Object>();
-  mghf::DfeArchitecture a;
-  a.channels = get_int(o, "channels", 2, 4096);
-  a.blocks = get_int(o, "blocks", 1, 64);
-  a.expand = get_int(o, "expand", 1, 64);
-  if (a.channels % 2) fail("E_WEIGHTS", "channels must be even");
+  const mghf::DfeArchitecture a = get_architecture(o);
   const int classes = get_int(o, "classes", 1, 1 << 20);
   Napi::Value tv = o.Get("tensors");
   if (!tv.IsObject()) fail("E_WEIGHTS", "tensors must be an object");

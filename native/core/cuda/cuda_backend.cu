@@ -26,6 +26,8 @@
 namespace mghf {
 namespace {
 
+using cuda::DeviceScope;
+
 std::string version_string(int v) {  // 13000 → "13.0"
   return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
 }
@@ -126,22 +128,6 @@ CudaStatus probe(int device) {
 
 // ---- per-call resources: RAII, destroyed in the safe order ------------------
 
-// Makes `device` current for the call and restores the caller's afterwards.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) : device_(device) {
-    MGHF_CUDA_CHECK(cudaGetDevice(&prev_));
-    if (prev_ != device_) MGHF_CUDA_CHECK(cudaSetDevice(device_));
-  }
-  ~DeviceScope() {
-    if (prev_ != device_) (void)cudaSetDevice(prev_);
-  }
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-
- private:
-  int device_, prev_ = 0;
-};
 
 // The call's own stream. Destroying it first drains it, so device memory
 // declared before it goes back to the cache only once no kernel uses it, on

@@ -31,3 +31,26 @@ namespace cuda {
 
 // After a kernel launch: catches launch-configuration errors at once.
 #define MGHF_CUDA_LAUNCH_CHECK() MGHF_CUDA_CHECK(cudaGetLastError())
+
+namespace mghf {
+namespace cuda {
+
+// Makes `device` current for a call and restores the caller's afterwards.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) : device_(device) {
+    MGHF_CUDA_CHECK(cudaGetDevice(&prev_));
+    if (prev_ != device_) MGHF_CUDA_CHECK(cudaSetDevice(device_));
+  }
+  ~DeviceScope() {
+    if (prev_ != device_) (void)cudaSetDevice(prev_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int device_, prev_ = 0;
+};
+
+}  // namespace cuda
+}  // namespace mghf

@@ -24,24 +24,9 @@ namespace mghf {
 namespace {
 
 using cuda::DeviceBuffer;
+using cuda::DeviceScope;
 constexpr size_t kWeightGradChunkPixels = size_t(cuda::kWeightGradChunk);
 
-// Makes `device` current for a call and restores the caller's afterwards.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) : device_(device) {
-    MGHF_CUDA_CHECK(cudaGetDevice(&prev_));
-    if (prev_ != device_) MGHF_CUDA_CHECK(cudaSetDevice(device_));
-  }
-  ~DeviceScope() {
-    if (prev_ != device_) (void)cudaSetDevice(prev_);
-  }
-  DeviceScope(const DeviceScope&) = delete;
-  DeviceScope& operator=(const DeviceScope&) = delete;
-
- private:
-  int device_, prev_ = 0;
-};
 
 // Views of every tensor inside one flat device buffer, in the order of
 // DfeWeights::for_each then HeadWeights::for_each.
