@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { Device } from './device';
 import { MghfError } from './errors';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
@@ -144,9 +145,9 @@ async function runPretrainCommand(values: Values): Promise<number> {
   const data = values.data as string | undefined;
   const resume = values.resume as string | undefined;
   if (data === undefined && resume === undefined) throw new UsageError('missing --data (or --resume with a checkpoint)', command);
-  const device = (values.device as string | undefined) ?? 'auto';
+  const device = ((values.device as string | undefined) ?? 'auto') as Device;
   if (device !== 'auto' && device !== 'cpu' && !/^cuda(:\d+)?$/.test(device)) {
-    throw new UsageError(`--device must be auto or cpu, got ${JSON.stringify(device)}`, command);
+    throw new UsageError(`--device must be auto, cpu, cuda or cuda:N, got ${JSON.stringify(device)}`, command);
   }
   const opts = {
     ...(data !== undefined ? { data } : {}),
@@ -198,7 +199,7 @@ async function runPretrainCommand(values: Values): Promise<number> {
         say(
           `Pretraining the DFE (N=${a.channels}, K=${a.blocks}, e=${a.expand}) on ${i.classes.length} classes: ` +
             `${i.trainImages} training images, ${i.valImages} validation images (${i.valSource === 'folder' ? 'val/' : '10% split off'}); ` +
-            `${i.stepsPerEpoch} steps per epoch, ${i.totalSteps} steps` +
+            `${i.stepsPerEpoch} steps per epoch, ${i.totalSteps} steps, on ${i.device}` +
             (i.resumedFrom ? `, resuming at step ${i.step} from ${i.resumedFrom}` : ''),
         );
       },
@@ -294,7 +295,7 @@ const COMMANDS: Record<string, Command> = {
   pretrain: {
     summary: 'pretrain the detail feature extractor as a classifier on an ImageFolder tree (SPEC §10)',
     synopsis:
-      '--data <dir> [--epochs 20] [--batch 32] [--lr 5e-4] [--crop 128] [--seed 0] [--device auto|cpu] ' +
+      '--data <dir> [--epochs 20] [--batch 32] [--lr 5e-4] [--crop 128] [--seed 0] [--device auto|cpu|cuda[:N]] ' +
       '[--out mghf-dfe.safetensors] [--resume <checkpoint>] [--max-steps N]',
     details: [
       '  --data <dir>        <dir>/train/<class>/<image> and <dir>/val/<class>/<image>; without val/,',
@@ -304,7 +305,8 @@ const COMMANDS: Record<string, Command> = {
       '  --lr X              Adam learning rate, × 0.95 every 5,000 steps (default 5e-4)',
       '  --crop N            random crop size; shorter images are scaled up (default 128)',
       '  --seed N            seeds the weights and the data order (default 0)',
-      '  --device auto|cpu   pretraining runs on the CPU in this version',
+      '  --device D          auto (CUDA device 0 when usable, else the CPU), cpu, cuda or cuda:N;',
+      '                      a run resumes exactly on the device it ran on',
       '  --out <file>        the weights file written at the end (default mghf-dfe.safetensors);',
       '                      a checkpoint <file>.ckpt.safetensors is written after every epoch',
       '  --resume <ckpt>     continue an interrupted run exactly (its settings come from the checkpoint)',

@@ -1,6 +1,7 @@
 // mghfLoss / mghfLossSync / dfeFeatures: argument checks (all in TypeScript,
 // before anything reaches native code), then one native call.
 
+import { type Device, resolveDevice } from './device';
 import { MghfError, invalidParameterError } from './errors';
 import { NativeLossOptions, NativeLossResult, NativeWeights, native, rethrowNative } from './native';
 import { Tensor } from './tensor';
@@ -8,7 +9,7 @@ import { ImageLayout, checkOptions, is, toImageTensor } from './validate';
 import { DfeWeights, checkWeights, defaultWeights } from './weights';
 
 export type Variant = 'n' | 'c';
-export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
+export type { Device } from './device';
 export type InputRange = 'unit' | 'symmetric';
 /** The parts of the loss (SPEC §7), each reported unweighted. */
 export type PartName = 'n' | 'mse' | 'corr' | 'gram' | 'csc' | 'lip';
@@ -18,7 +19,7 @@ export interface LossOptions {
   variant?: Variant;
   /** DFE weights (loadWeights / createWeights). Default: the bundled pretrained weights (defaultWeights()). */
   weights?: DfeWeights;
-  /** 'auto' (default) or 'cpu'. CUDA is not built yet. */
+  /** 'auto' (default: CUDA device 0 when usable, else the CPU), 'cpu', 'cuda' or 'cuda:N'. */
   device?: Device;
   /** Layout of sr and gt, and of the returned gradient. Default 'NCHW'. */
   layout?: ImageLayout;
@@ -128,31 +129,6 @@ function prepareCommon(o: Partial<Record<string, unknown>>): Prepared {
     device,
     deviceIndex,
   };
-}
-
-// 'auto' → CUDA device 0 when usable, else the CPU. 'cuda' / 'cuda:N' when
-// CUDA is not usable → E_UNSUPPORTED carrying the reason the native side gave.
-function resolveDevice(device: unknown): { device: 'cpu' | 'cuda'; deviceIndex: number } {
-  if (device === 'cpu') return { device: 'cpu', deviceIndex: 0 };
-  if (device === undefined || device === 'auto') {
-    return native().info().cuda.available ? { device: 'cuda', deviceIndex: 0 } : { device: 'cpu', deviceIndex: 0 };
-  }
-  const m = typeof device === 'string' ? /^cuda(?::(\d+))?$/.exec(device) : null;
-  if (!m) throw invalidParameterError('E_OPTION', 'opts.device', "'auto', 'cpu', 'cuda' or 'cuda:N'", device);
-  const index = m[1] === undefined ? 0 : Number(m[1]);
-  const status = native().info(index).cuda;
-  if (!status.available) {
-    throw new MghfError(
-      'E_UNSUPPORTED',
-      `opts.device '${device}' is not available: ${status.reason ?? 'CUDA is not usable'}. ` +
-        `Use device: 'cpu', or 'auto' to fall back to the CPU.`,
-      { argument: 'opts.device' },
-    );
-  }
-  if (index >= status.deviceCount) {
-    throw invalidParameterError('E_OPTION', 'opts.device', `a CUDA device index below ${status.deviceCount}`, device);
-  }
-  return { device: 'cuda', deviceIndex: index };
 }
 
 function checkPair(srIn: unknown, gtIn: unknown, layout: ImageLayout): [Tensor, Tensor] {

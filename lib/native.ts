@@ -99,6 +99,9 @@ export interface NativeTrainerConfig {
   eps: number;
   decayEvery: number;
   decayRate: number;
+  /** Where the trainer runs: the CPU, or CUDA device `deviceIndex` (checked usable in lib/). */
+  device: 'cpu' | 'cuda';
+  deviceIndex: number;
 }
 
 /** An opaque native trainer object. */
@@ -117,6 +120,8 @@ export interface NativeTrainerState {
   steps: number;
   /** The learning rate in force. */
   lr: number;
+  /** 'cpu' or 'cuda:N' (absent from binaries built before CUDA pretraining). */
+  device?: string;
   /** Copies of every parameter and of adam.m.* / adam.v.*. */
   tensors: Record<string, Float32Array>;
 }

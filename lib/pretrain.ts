@@ -12,6 +12,7 @@ import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { type Checkpoint, checkpointShapes, createHeadWeights, loadCheckpoint, saveCheckpoint } from './checkpoint';
 import { BatchLoader, DATA_STREAM, type ImageFolder, scanImageFolder, splitValidation, trainingPlan, validationPlan } from './data';
+import { type Device, deviceName, resolveDevice } from './device';
 import { MghfError, invalidParameterError } from './errors';
 import { type NativeAddon, type NativeTrainResult, type TrainerHandle, native, rethrowNative } from './native';
 import { checkOptions, is } from './validate';
@@ -37,8 +38,8 @@ export interface PretrainOptions {
   /** The learning rate is multiplied by `decayRate` every `decayEvery` steps (default 0.95 every 5,000; SPEC §10). */
   decayEvery?: number;
   decayRate?: number;
-  /** 'auto' or 'cpu': pretraining runs on the CPU in this version ('cuda' is E_UNSUPPORTED). */
-  device?: string;
+  /** 'auto' (default: CUDA device 0 when usable, else the CPU), 'cpu', 'cuda' or 'cuda:N'. */
+  device?: Device;
   /** The weights file written at the end (default 'mghf-dfe.safetensors'). */
   out?: string;
   /** The checkpoint written after each epoch and on abort (default `out` + '.ckpt.safetensors'). */
@@ -73,6 +74,8 @@ export interface PretrainStart {
   resumedFrom: string | null;
   checkpoint: string;
   out: string;
+  /** Where the math runs: 'cpu' or 'cuda:N'. */
+  device: string;
 }
 
 export interface PretrainProgress {
@@ -186,18 +189,6 @@ const positiveInt = (name: string, v: unknown, fallback: number, max = Number.MA
   }
   return x;
 };
-
-function checkDevice(device: unknown): void {
-  if (device === undefined || device === 'auto' || device === 'cpu') return;
-  if (typeof device === 'string' && /^cuda(:\d+)?$/.test(device)) {
-    throw new MghfError(
-      'E_UNSUPPORTED',
-      `opts.device '${device}': pretraining runs on the CPU in this version; use device 'cpu' or 'auto'`,
-      { argument: 'opts.device' },
-    );
-  }
-  throw invalidParameterError('E_OPTION', 'opts.device', "'auto' or 'cpu'", device);
-}
 
 function readSettings(o: Partial<Record<(typeof OPTION_NAMES)[number], unknown>>, ck: Checkpoint | undefined): Settings {
   if (ck !== undefined) {
@@ -313,7 +304,7 @@ function formatEpochs(x: number): string {
  */
 export async function runPretrain(opts: PretrainOptions | undefined, trainer: () => TrainerAddon): Promise<PretrainResult> {
   const o = checkOptions(opts, OPTION_NAMES);
-  checkDevice(o.device);
+  const device = resolveDevice(o.device);
   for (const name of ['onStart', 'onProgress', 'onEpoch', 'onWarning'] as const) {
     if (o[name] !== undefined && typeof o[name] !== 'function') throw invalidParameterError('E_OPTION', `opts.${name}`, 'a function', o[name]);
   }
@@ -371,6 +362,7 @@ export async function runPretrain(opts: PretrainOptions | undefined, trainer: ()
     resumedFrom: resumePath ?? null,
     checkpoint: s.checkpoint,
     out: s.out,
+    device: deviceName(device),
   });
 
   const t = trainer();
@@ -385,6 +377,7 @@ export async function runPretrain(opts: PretrainOptions | undefined, trainer: ()
       ...ADAM,
       decayEvery: s.decayEvery,
       decayRate: s.decayRate,
+      ...device,
     });
   } catch (err) {
     rethrowNative(err);

@@ -4,6 +4,8 @@
 // side gives (built without CUDA, no driver, driver too old, no device, …).
 import t from 'tap';
 import { MghfError, backendInfo, createWeights, dfeFeaturesSync, mghfLoss, mghfLossSync } from '../lib/index';
+import { createHeadWeights } from '../lib/checkpoint';
+import { nativeTrainer } from '../lib/pretrain';
 import { fixtureNames, imagePair, loadFixture, relativeL2, withinValueTolerance } from './helpers/fixtures';
 
 const info = backendInfo();
@@ -59,5 +61,39 @@ if (!info.cuda.available) {
   t.test('an impossible device index is a typed error', async (t) => {
     const { sr, gt } = imagePair([1, 3, 8, 8]);
     await t.rejects(mghfLoss(sr, gt, { variant: 'n', device: 'cuda:999' }), MghfError);
+  });
+  t.test('pretraining: the CUDA trainer agrees with the CPU trainer and resumes exactly', async (t) => {
+    const addon = nativeTrainer();
+    const arch = { channels: 8, blocks: 2, expand: 2 };
+    const classes = 3;
+    const tensors = { ...createWeights({ seed: 5, ...arch }).tensors, ...createHeadWeights({ seed: 5, channels: arch.channels, classes }) };
+    const cfg = { ...arch, classes, tensors, steps: 0, lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, decayEvery: 5000, decayRate: 0.95 };
+    const cpu = addon.trainerCreate({ ...cfg, device: 'cpu', deviceIndex: 0 });
+    const gpu = addon.trainerCreate({ ...cfg, device: 'cuda', deviceIndex: 0 });
+    t.equal(addon.trainerState(gpu).device, 'cuda:0');
+    t.equal(addon.trainerState(cpu).device, 'cpu');
+    const dims = [4, 3, 24, 20];
+    const batch = (seed: number) => ({ images: imagePair(dims, seed).sr.data, labels: Int32Array.from([0, 1, 2, seed % classes]) });
+    for (let step = 1; step <= 3; step++) {
+      const { images, labels } = batch(step);
+      const a = await addon.trainStep(cpu, images, dims, labels);
+      const b = await addon.trainStep(gpu, images, dims, labels);
+      t.ok(Math.abs(b.loss - a.loss) <= 1e-4 * Math.abs(a.loss), `step ${step}: loss cuda ${b.loss} cpu ${a.loss}`);
+    }
+    const sc = addon.trainerState(cpu);
+    const sg = addon.trainerState(gpu);
+    t.equal(sg.steps, 3);
+    let worst = 0;
+    for (const [name, ref] of Object.entries(sc.tensors)) worst = Math.max(worst, relativeL2(sg.tensors[name], ref));
+    t.ok(worst <= 1e-3, `parameters and Adam moments after 3 steps: worst relative L2 ${worst}`);
+    // A trainer restored from the state (a checkpoint) continues bit for bit.
+    const again = addon.trainerCreate({ ...cfg, tensors: sg.tensors, steps: sg.steps, device: 'cuda', deviceIndex: 0 });
+    const next = batch(9);
+    const x = await addon.trainStep(gpu, next.images, dims, next.labels);
+    const y = await addon.trainStep(again, next.images, dims, next.labels);
+    t.equal(y.loss, x.loss, 'restored CUDA trainer: the same next loss');
+    const ev = await addon.trainEval(gpu, next.images, dims, next.labels);
+    const ev2 = await addon.trainEval(again, next.images, dims, next.labels);
+    t.equal(ev2.loss, ev.loss, 'and the same state after that step');
   });
 }

@@ -16,7 +16,8 @@ import {
   parseCheckpoint,
 } from '../lib/checkpoint';
 import { MghfError } from '../lib/errors';
-import { type PretrainOptions, type PretrainResult, nativeTrainer, runPretrain } from '../lib/pretrain';
+import { backendInfo } from '../lib/native';
+import { type PretrainOptions, type PretrainResult, type PretrainStart, nativeTrainer, runPretrain } from '../lib/pretrain';
 import { createWeights, loadWeights, saveWeightsSync, weightShapes } from '../lib/weights';
 import { fakeTrainer, type FakeTrainer } from './helpers/fake-trainer';
 import { writeImageFolder } from './helpers/image-folder';
@@ -60,6 +61,7 @@ async function rejectsCode(t0: Test, p: Promise<unknown>, code: string, needle: 
   }
 }
 
+const cudaUsable = backendInfo().cuda.available;
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
 
@@ -88,7 +90,7 @@ t.test('pretrain loop (stand-in trainer): epochs, checkpoint, weights file', asy
   const warnings: string[] = [];
   const epochs: number[] = [];
   const progress: number[] = [];
-  let started: unknown;
+  let started: PretrainStart | undefined;
   const r = await withFake({
     epochs: 3,
     out,
@@ -112,6 +114,9 @@ t.test('pretrain loop (stand-in trainer): epochs, checkpoint, weights file', asy
 
   const cfg = r.fake.created[0];
   t.match(cfg, { channels: 8, blocks: 1, expand: 2, classes: 4, steps: 0, lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, decayEvery: 5000, decayRate: 0.95 });
+  const auto = cudaUsable ? { device: 'cuda', deviceIndex: 0 } : { device: 'cpu', deviceIndex: 0 };
+  t.match(cfg, auto, "device 'auto': CUDA device 0 when usable, else the CPU");
+  t.equal(started?.device, cudaUsable ? 'cuda:0' : 'cpu', 'onStart says where the math runs');
   const dfe = createWeights({ seed: 0, channels: 8 });
   const head = createHeadWeights({ seed: 0, channels: 8, classes: 4 });
   t.same(Object.keys(cfg.tensors).sort(), [...Object.keys(dfe.tensors), ...Object.keys(head)].sort(), 'DFE and head, no optimiser state');
@@ -217,9 +222,12 @@ t.test('option and data errors', async (t) => {
   const fake = () => fakeTrainer();
   const run = (o: Record<string, unknown>) => runPretrain({ data, ...SMALL, ...paths(), ...o } as PretrainOptions, fake);
   await rejectsCode(t, run({ epoch: 2 }), 'E_OPTION', /Unknown option 'epoch'.*did you mean 'epochs'/, 'typo');
-  await rejectsCode(t, run({ device: 'cuda' }), 'E_UNSUPPORTED', /runs on the CPU/, 'cuda');
-  await rejectsCode(t, run({ device: 'cuda:1' }), 'E_UNSUPPORTED', /runs on the CPU/, 'cuda:1');
-  await rejectsCode(t, run({ device: 'gpu' }), 'E_OPTION', /'auto' or 'cpu'/, 'unknown device');
+  if (!cudaUsable) {
+    // The reason comes from the native side: built without CUDA, no driver, no device, ...
+    await rejectsCode(t, run({ device: 'cuda' }), 'E_UNSUPPORTED', /opts\.device 'cuda' is not available: .+Use device 'cpu'/, 'cuda');
+    await rejectsCode(t, run({ device: 'cuda:1' }), 'E_UNSUPPORTED', /opts\.device 'cuda:1' is not available/, 'cuda:1');
+  }
+  await rejectsCode(t, run({ device: 'gpu' }), 'E_OPTION', /'auto', 'cpu', 'cuda' or 'cuda:N' for opts\.device/, 'unknown device');
   await rejectsCode(t, run({ epochs: 0 }), 'E_OPTION', /opts\.epochs/, 'epochs 0');
   await rejectsCode(t, run({ lr: -1 }), 'E_OPTION', /opts\.lr/, 'negative lr');
   await rejectsCode(t, run({ channels: 7 }), 'E_OPTION', /channels/, 'odd channels');
@@ -333,9 +341,14 @@ t.test('mghf pretrain: arguments', { skip: cliSkip }, async (t) => {
   const badInt = runCli(['pretrain', '--data', data, '--epochs', 'many']);
   t.equal(badInt.status, 2);
   t.match(badInt.stderr, /--epochs must be an integer/);
-  const cuda = runCli(['pretrain', '--data', data, '--device', 'cuda']);
-  t.equal(cuda.status, 1);
-  t.match(cuda.stderr, /pretraining runs on the CPU in this version/);
+  if (!cudaUsable) {
+    const cuda = runCli(['pretrain', '--data', data, '--device', 'cuda']);
+    t.equal(cuda.status, 1);
+    t.match(cuda.stderr, /'cuda' is not available/);
+  }
+  const gpu = runCli(['pretrain', '--data', data, '--device', 'gpu']);
+  t.equal(gpu.status, 2);
+  t.match(gpu.stderr, /--device must be auto, cpu, cuda or cuda:N/);
   const noData = runCli(['pretrain', '--data', join(dir, 'absent')]);
   t.equal(noData.status, 1);
   t.match(noData.stderr, /absent does not exist/);
@@ -357,6 +370,7 @@ function standInBinary(): string {
     `const f = require('./fake-trainer.js').fakeTrainer();
 module.exports = {
   trainerCreate: f.trainerCreate, trainEval: f.trainEval, trainerState: f.trainerState,
+  info: () => ({ cuda: { available: false, reason: 'a stand-in addon', deviceCount: 0 } }),
   trainStep: async (...a) => { await new Promise((r) => setTimeout(r, 15)); return f.trainStep(...a); },
 };
 `,
@@ -379,7 +393,7 @@ async function interruptAndResume(t0: Test, env: NodeJS.ProcessEnv, name: string
   });
   child.kill('SIGINT');
   t0.equal(await exited, 130, 'exit 130');
-  t0.match(stderr, /Pretraining the DFE \(N=128, K=1, e=2\) on 4 classes: 49 training images, 12 validation images \(val\/\); 7 steps per epoch, 350 steps/);
+  t0.match(stderr, /Pretraining the DFE \(N=128, K=1, e=2\) on 4 classes: 49 training images, 12 validation images \(val\/\); 7 steps per epoch, 350 steps, on cpu/);
   t0.match(stderr, /epoch 1\/50 {2}step \d+\/350 {2}loss [0-9.]+ {2}acc [0-9.]+% {2}[0-9.]+ img\/s {2}left /, 'progress line');
   t0.match(stderr, /interrupted; finishing the current step and writing a checkpoint/);
   t0.match(stderr, new RegExp(`checkpoint written to ${out}\\.ckpt\\.safetensors`));

@@ -16,7 +16,7 @@
 #include "cuda/cuda_backend.h"
 #include "buffer.h"
 #include "error.h"
-#include "train/train.h"
+#include "train/any_trainer.h"
 
 namespace {
 
@@ -396,7 +396,7 @@ Napi::Value Features(const Napi::CallbackInfo& info) {
 // lock: a step runs alone; evaluations, which only read the weights, may
 // overlap each other but not a step.
 struct TrainerBox {
-  std::unique_ptr<mghf::Trainer> trainer;
+  std::unique_ptr<mghf::AnyTrainer> trainer;
   bool stepping = false;
   int evaluating = 0;
 };
@@ -425,10 +425,11 @@ double get_number(const Napi::Object& o, const char* key, double fallback) {
 }
 
 // {channels, blocks, expand, classes, tensors, steps, lr, beta1, beta2, eps,
-// decayEvery, decayRate} → a Trainer. Every DFE and head tensor is required;
+// decayEvery, decayRate, device, deviceIndex} → a trainer on the CPU or on
+// that CUDA device. Every DFE and head tensor is required;
 // adam.m.<name> / adam.v.<name> are optional (zero when absent). Lengths are
 // checked (memory safety); names beyond these are ignored (lib/ rejects them).
-std::unique_ptr<mghf::Trainer> parse_trainer(const Napi::Value& v) {
+std::unique_ptr<mghf::AnyTrainer> parse_trainer(const Napi::Value& v) {
   if (!v.IsObject()) fail("E_ARGUMENT", "expected a trainer configuration object");
   Napi::Object o = v.As<Napi::Object>();
   const mghf::DfeArchitecture a = get_architecture(o);
@@ -461,8 +462,10 @@ std::unique_ptr<mghf::Trainer> parse_trainer(const Napi::Value& v) {
   const double steps = get_number(o, "steps", 0);
   if (!(steps >= 0 && steps <= 9007199254740992.0) || steps != std::floor(steps))
     fail("E_ARGUMENT", "steps must be a non-negative integer");
-  auto t = std::make_unique<mghf::Trainer>(std::move(w), std::move(head), cfg);
-  t->steps = int64_t(steps);
+  const DeviceChoice device = get_device(o);
+  auto t = std::make_unique<mghf::AnyTrainer>(device.cuda ? device.index : -1, std::move(w),
+                                              std::move(head), cfg);
+  t->set_steps(int64_t(steps));
   // The moments: every name the trainer holds beyond the parameters.
   t->for_each_tensor([&](const std::string& name, Buffer<float>& b) {
     if (name.compare(0, 5, "adam.") == 0) load(name, b, false);
@@ -489,7 +492,7 @@ struct BatchArgs {
 
 // (images, dims [B,3,H,W], labels Int32Array [B]) with every label a class of
 // the trainer: a label indexes the logits.
-BatchArgs parse_batch(const Napi::CallbackInfo& info, const mghf::Trainer& t) {
+BatchArgs parse_batch(const Napi::CallbackInfo& info, const mghf::AnyTrainer& t) {
   if (info.Length() < 4) fail("E_ARGUMENT", "expected (handle, images, dims, labels)");
   BatchArgs a;
   a.shape = get_shape(info[2]);
@@ -573,17 +576,18 @@ Napi::Value run_batch(const Napi::CallbackInfo& info, bool update) {
 Napi::Value TrainStep(const Napi::CallbackInfo& info) { return run_batch(info, true); }
 Napi::Value TrainEval(const Napi::CallbackInfo& info) { return run_batch(info, false); }
 
-// {steps, lr (the rate of the next step), tensors: copies of every parameter
-// and moment}.
+// {steps, lr (the rate of the next step), device ('cpu' | 'cuda:N'), tensors:
+// copies of every parameter and moment}.
 Napi::Value TrainerState(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Napi::Env env = info.Env();
     TrainerRef box = get_trainer(info.Length() > 0 ? info[0] : env.Undefined());
     if (box->stepping) fail("E_BUSY", "this trainer is running a step; await it first");
-    mghf::Trainer& t = *box->trainer;
+    mghf::AnyTrainer& t = *box->trainer;
     Napi::Object o = Napi::Object::New(env);
-    o.Set("steps", double(t.steps));
+    o.Set("steps", double(t.steps()));
     o.Set("lr", t.current_lr());
+    o.Set("device", t.device() < 0 ? std::string("cpu") : "cuda:" + std::to_string(t.device()));
     Napi::Object tensors = Napi::Object::New(env);
     t.for_each_tensor([&](const std::string& name, Buffer<float>& b) { tensors.Set(name, to_js(env, b)); });
     o.Set("tensors", tensors);
