@@ -5,7 +5,12 @@
 import t from 'tap';
 import { MghfError, backendInfo, createWeights, dfeFeaturesSync, mghfLoss, mghfLossSync } from '../lib/index';
 import { createHeadWeights } from '../lib/checkpoint';
-import { nativeTrainer } from '../lib/pretrain';
+import { nativeTrainer, pretrain } from '../lib/pretrain';
+import { loadWeights } from '../lib/weights';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { writeImageFolder } from './helpers/image-folder';
 import { fixtureNames, imagePair, loadFixture, relativeL2, withinValueTolerance } from './helpers/fixtures';
 
 const info = backendInfo();
@@ -95,5 +100,23 @@ if (!info.cuda.available) {
     const ev = await addon.trainEval(gpu, next.images, dims, next.labels);
     const ev2 = await addon.trainEval(again, next.images, dims, next.labels);
     t.equal(ev2.loss, ev.loss, 'and the same state after that step');
+  });
+  t.test("pretrain({ device: 'cuda' }) runs the GPU trainer end to end", async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'mghf-cuda-pretrain-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    await writeImageFolder(join(dir, 'data'), { perClass: 8, corrupt: null });
+    let device = '';
+    const out = join(dir, 'w.safetensors');
+    const r = await pretrain({
+      data: join(dir, 'data'), batch: 8, crop: 16, channels: 8, lr: 0.05, epochs: 10, device: 'cuda', out,
+      onStart: (i) => (device = i.device),
+    });
+    t.equal(device, 'cuda:0');
+    t.equal(r.stopped, 'done');
+    t.ok(r.losses.every(Number.isFinite), 'finite losses');
+    const k = r.losses.length / 10; // one epoch
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    t.ok(mean(r.losses.slice(-k)) < mean(r.losses.slice(0, k)), `loss falls (${mean(r.losses.slice(0, k))} → ${mean(r.losses.slice(-k))})`);
+    t.equal((await loadWeights(out)).metadata.trainedSteps, String(r.step));
   });
 }
