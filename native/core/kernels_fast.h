@@ -51,6 +51,13 @@ struct FastKernels {
                      float* C, int64_t ldc, bool accumulate) {
     fast_kernels().matmul(M, K, N, A, B, ldb, C, ldc, accumulate);
   }
+  static void matmul_nt(int M, int K, int N, const float* A, int64_t lda, const float* B,
+                        int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+    fast_kernels().matmul_nt(M, K, N, A, lda, B, ldb, C, ldc, accumulate);
+  }
+  static double dot_wide(int64_t n, const float* a, const float* b) {
+    return fast_kernels().dot_wide(n, a, b);
+  }
   static void gram(int M, int64_t P, const float* X, double* C) { fast_kernels().gram(M, P, X, C); }
   static void histogram256(const float* x, int64_t n, float lo, float range, int64_t* count) {
     fast_kernels().histogram256(x, n, lo, range, count);

@@ -135,6 +135,24 @@ struct ReferenceKernels {
       }
   }
 
+  // Σ a[i]·b[i] in double.
+  static double dot_wide(int64_t n, const T* a, const T* b) {
+    double acc = 0;
+    for (int64_t i = 0; i < n; ++i) acc += double(a[i]) * double(b[i]);
+    return acc;
+  }
+
+  // C[M×N] (+)= A[M×K]·B[N×K]ᵀ; A, B, C with row strides lda, ldb, ldc.
+  static void matmul_nt(int M, int K, int N, const T* A, int64_t lda, const T* B, int64_t ldb,
+                        T* C, int64_t ldc, bool accumulate) {
+    for (int m = 0; m < M; ++m)
+      for (int n = 0; n < N; ++n) {
+        T acc = accumulate ? C[m * ldc + n] : T(0);
+        for (int k = 0; k < K; ++k) acc += A[m * lda + k] * B[n * ldb + k];
+        C[m * ldc + n] = acc;
+      }
+  }
+
   // C[M×M] = X·Xᵀ, accumulated in double.
   static void gram(int M, int64_t P, const T* X, double* C) {
     for (int i = 0; i < M; ++i)

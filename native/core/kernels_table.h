@@ -49,6 +49,10 @@ struct FastKernelTable {
   // reducing over K pixels with both operands read in place (train/).
   void (*matmul_nt)(int M, int K, int N, const float* A, int64_t lda, const float* B,
                     int64_t ldb, float* C, int64_t ldc, bool accumulate);
+  // Σ double(a[i])·double(b[i]): the LIP patch norms and their backward
+  // (SPEC §6), in double lanes (a double reduction does not vectorise by
+  // itself without reassociation).
+  double (*dot_wide)(int64_t n, const float* a, const float* b);
 };
 
 // Defined in kernels_<isa>.cpp; null where the compiler or CPU family lacks it.

@@ -35,6 +35,14 @@ inline PatchGrid patch_grid(int H, int W, const LipOptions& o) {
 
 constexpr double kPatchNormEps = 1e-7;
 
+// One (sample, channel) task's buffers: embeddings, similarities, their
+// gradients and monce.inc's work space.
+template <class T>
+struct LipScratch {
+  std::vector<T> q, g, sim, dsim, dq, kwork;
+  std::vector<double> qn, work;
+};
+
 // Returns L_lip = (1/(B·N)) Σ_{b,k} Σ_i l_i; adds scale·∂L_lip/∂S into dS.
 template <class T, class Kn>
 double lip_loss(const T* G, const T* S, int B, int N, int H, int W, const LipOptions& o,
@@ -47,47 +55,50 @@ double lip_loss(const T* G, const T* S, int B, int N, int H, int W, const LipOpt
   parallel_for(int64_t(B) * N, [&](int64_t bk) {
     const T* splane = S + bk * plane;
     const T* gplane = G + bk * plane;
-    std::vector<T> q(size_t(P) * D), g(size_t(P) * D), gt(size_t(D) * P), sim(size_t(P) * P);
-    std::vector<double> qn(static_cast<size_t>(P)), work;
-    std::vector<T> kwork;
-    // q_i = vec(patch) / (‖vec(patch)‖ + 1e-7); g_j likewise, also transposed for q·gᵀ.
+    // Each thread keeps its buffers from call to call: a fresh megabyte per
+    // task was page faults, not arithmetic.
+    static thread_local LipScratch<T> scratch;
+    LipScratch<T>& sc = scratch;
+    sc.q.resize(size_t(P) * D);
+    sc.g.resize(size_t(P) * D);
+    sc.sim.resize(size_t(P) * P);
+    sc.qn.resize(size_t(P));
+    T* q = sc.q.data();
+    T* g = sc.g.data();
+    T* sim = sc.sim.data();
+    double* qn = sc.qn.data();
+    // q_i = vec(patch) / (‖vec(patch)‖ + 1e-7); g_j likewise.
     auto embed = [&](const T* src, T* dst, double* norms) {
       for (int i = 0; i < P; ++i) {
         T* row = dst + size_t(i) * D;
         for (int dy = 0; dy < s; ++dy)
           std::copy(src + int64_t(grid.y0[i] + dy) * W + grid.x0[i],
                     src + int64_t(grid.y0[i] + dy) * W + grid.x0[i] + s, row + dy * s);
-        double nn = 0;
-        for (int d = 0; d < D; ++d) nn += double(row[d]) * double(row[d]);
-        const double n = std::sqrt(nn);
+        const double n = std::sqrt(Kn::dot_wide(D, row, row));
         if (norms) norms[i] = n;
         const T inv = T(1.0 / (n + kPatchNormEps));
         for (int d = 0; d < D; ++d) row[d] *= inv;
       }
     };
-    embed(splane, q.data(), qn.data());
-    embed(gplane, g.data(), nullptr);
-    for (int j = 0; j < P; ++j)
-      for (int d = 0; d < D; ++d) gt[size_t(d) * P + j] = g[size_t(j) * D + d];
-    Kn::matmul(P, D, P, q.data(), gt.data(), P, sim.data(), P, false);
-    std::vector<T> dsim(dS ? size_t(P) * P : 0);
+    embed(splane, q, qn);
+    embed(gplane, g, nullptr);
+    Kn::matmul_nt(P, D, P, q, D, g, D, sim, P, false);  // sim = q·gᵀ
+    if (dS) sc.dsim.resize(size_t(P) * P);
     per_map[size_t(bk)] =
-        Kn::monce(P, sim.data(), o.monce, g0, dS ? dsim.data() : nullptr, work, kwork);
+        Kn::monce(P, sim, o.monce, g0, dS ? sc.dsim.data() : nullptr, sc.work, sc.kwork);
     if (!dS) return;
     // ∂/∂q = ∂sim · g, then through q = v / (‖v‖ + δ):
     // ∂v = ∂q/(n+δ) − v·(v·∂q)/(n·(n+δ)²), the second term 0 where n = 0.
-    std::vector<T> dq(size_t(P) * D);
-    Kn::matmul(P, P, D, dsim.data(), g.data(), D, dq.data(), D, false);
+    sc.dq.resize(size_t(P) * D);
+    T* dq = sc.dq.data();
+    Kn::matmul(P, P, D, sc.dsim.data(), g, D, dq, D, false);
     T* dplane = dS + bk * plane;
     for (int i = 0; i < P; ++i) {
-      const T* dqi = dq.data() + size_t(i) * D;
+      const T* dqi = dq + size_t(i) * D;
       const double n = qn[size_t(i)], inv = 1.0 / (n + kPatchNormEps);
-      double vdq = 0;
-      for (int dy = 0; dy < s; ++dy) {
-        const T* v = splane + int64_t(grid.y0[i] + dy) * W + grid.x0[i];
-        for (int dx = 0; dx < s; ++dx) vdq += double(v[dx]) * double(dqi[dy * s + dx]);
-      }
-      const double c = n > 0 ? vdq / (n * (n + kPatchNormEps) * (n + kPatchNormEps)) : 0.0;
+      // v·∂q/(n·(n+δ)²) = q_i·∂q/(n·(n+δ)): q_i = v/(n+δ) is contiguous, v is not.
+      const double c =
+          n > 0 ? Kn::dot_wide(D, q + size_t(i) * D, dqi) / (n * (n + kPatchNormEps)) : 0.0;
       for (int dy = 0; dy < s; ++dy) {
         const T* v = splane + int64_t(grid.y0[i] + dy) * W + grid.x0[i];
         T* dv = dplane + int64_t(grid.y0[i] + dy) * W + grid.x0[i];

@@ -9,14 +9,17 @@ namespace mghf {
 namespace ref {
 
 template <class S>
-double dot_kv(int n, const S* k, const double* x) {
-  double acc = 0;
-  for (int i = 0; i < n; ++i) acc += double(k[i]) * x[i];
-  return acc;
+void dots_kv(int rows, int n, const S* k, const double* x, double* out) {
+  for (int r = 0; r < rows; ++r) {
+    double acc = 0;
+    for (int i = 0; i < n; ++i) acc += double(k[size_t(r) * n + i]) * x[i];
+    out[r] = acc;
+  }
 }
 template <class S>
-void axpy_kv(int n, double a, const S* k, double* y) {
-  for (int i = 0; i < n; ++i) y[i] += a * double(k[i]);
+void axpys_kv(int rows, int n, const double* a, const S* k, double* y) {
+  for (int r = 0; r < rows; ++r)
+    for (int i = 0; i < n; ++i) y[i] += a[r] * double(k[size_t(r) * n + i]);
 }
 
 #include "monce.inc"

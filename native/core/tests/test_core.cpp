@@ -229,6 +229,33 @@ void check_irb(const FastKernelTable& t) {
     e = rel_l2(dfast.data(), dref.data(), dref.size());
     CHECK(e < 1e-5, "%s irb_backward %dx%d rel err %g", t.isa, H, W, e);
   }
+  // dot_wide: double sums of float products, lengths around the vector widths.
+  for (int n : {0, 1, 7, 8, 31, 33, 64, 1024, 1031}) {
+    auto a = rng.vec<float>(size_t(n), -1, 1), b = rng.vec<float>(size_t(n), -1, 1);
+    const double r = RefF::dot_wide(n, a.data(), b.data()), f = t.dot_wide(n, a.data(), b.data());
+    CHECK(std::fabs(f - r) <= 1e-12 * (1 + std::fabs(r)), "%s dot_wide n=%d: %.17g vs %.17g", t.isa, n, f, r);
+  }
+  // monce (Sinkhorn, logits, backward through every iteration) on float K
+  // against the double reference: P not a multiple of the 4-row blocks or of
+  // the vector width, and one that is.
+  for (int P : {1, 2, 5, 37, 64}) {
+    std::vector<double> simd(size_t(P) * P);
+    for (auto& v : simd) v = rng.uniform(-1, 1);
+    for (int i = 0; i < P; ++i) simd[size_t(i) * P + i] = 1.0;
+    std::vector<float> simf(simd.begin(), simd.end());
+    for (size_t k = 0; k < simd.size(); ++k) simd[k] = simf[k];
+    MonceParams prm;
+    prm.iters = 20;
+    std::vector<double> work, dr(simd.size());
+    std::vector<double> kd;
+    std::vector<float> kf, df(simd.size());
+    const double lr = ref::monce<double>(P, simd.data(), prm, 0.5, dr.data(), work, kd);
+    const double lf = t.monce(P, simf.data(), prm, 0.5, df.data(), work, kf);
+    CHECK(std::fabs(lf - lr) <= 1e-5 * std::fabs(lr) + 1e-9, "%s monce P=%d loss %.9g vs %.9g", t.isa, P, lf, lr);
+    std::vector<double> dfd(df.begin(), df.end());
+    const double ge = rel_l2(dfd.data(), dr.data(), dr.size());
+    CHECK(ge <= 1e-4 || P == 1, "%s monce P=%d dsim rel err %g", t.isa, P, ge);
+  }
 }
 
 void test_fast_vs_reference() {
