@@ -22,6 +22,15 @@ void axpys_kv(int rows, int n, const double* a, const S* k, double* y) {
     for (int i = 0; i < n; ++i) y[i] += a[r] * double(k[size_t(r) * n + i]);
 }
 
+inline void gemm_tn_d(int M, int N, int K, const double* A, const double* B, double* C) {
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      double acc = C[size_t(i) * N + j];
+      for (int k = 0; k < K; ++k) acc += A[size_t(k) * M + i] * B[size_t(k) * N + j];
+      C[size_t(i) * N + j] = acc;
+    }
+}
+
 #include "monce.inc"
 }  // namespace ref
 }  // namespace mghf
