@@ -135,6 +135,13 @@ struct ReferenceKernels {
       }
   }
 
+  static void exp_n(int64_t n, double* x) {
+    for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
+  }
+  static void log_n(int64_t n, double* x) {
+    for (int64_t i = 0; i < n; ++i) x[i] = std::log(x[i]);
+  }
+
   // Σ a[i]·b[i] in double.
   static double dot_wide(int64_t n, const T* a, const T* b) {
     double acc = 0;

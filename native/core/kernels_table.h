@@ -53,6 +53,10 @@ struct FastKernelTable {
   // (SPEC §6), in double lanes (a double reduction does not vectorise by
   // itself without reassociation).
   double (*dot_wide)(int64_t n, const float* a, const float* b);
+  // x[i] = exp(x[i]) / log(x[i]) in place, within ~1 ulp of libm (monce.inc's
+  // logits; exposed so the tests can hold each ISA to it).
+  void (*exp_n)(int64_t n, double* x);
+  void (*log_n)(int64_t n, double* x);
 };
 
 // Defined in kernels_<isa>.cpp; null where the compiler or CPU family lacks it.

@@ -1,6 +1,7 @@
 // The plain (default-target) build of monce.inc, for the reference kernels.
 #pragma once
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "lip_params.h"
@@ -20,6 +21,13 @@ template <class S>
 void axpys_kv(int rows, int n, const double* a, const S* k, double* y) {
   for (int r = 0; r < rows; ++r)
     for (int i = 0; i < n; ++i) y[i] += a[r] * double(k[size_t(r) * n + i]);
+}
+
+inline void exp_n(int64_t n, double* x) {
+  for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
+}
+inline void log_n(int64_t n, double* x) {
+  for (int64_t i = 0; i < n; ++i) x[i] = std::log(x[i]);
 }
 
 inline void gemm_tn_d(int M, int N, int K, const double* A, const double* B, double* C) {
