@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kThreads)
 // One block per problem z. u_0 = 0 (monce.inc's unused, zeroed u_0), v_0 = 1;
 // for t = 1…T: u_t = 1 ⊘ (K·v_{t−1}) (one warp per row), then
 // v_t = 1 ⊘ (Kᵀ·u_t) (one thread per column, rows summed in ascending order
-// as monce.inc's axpy_kv loop). U, V are [Z][T+1][P].
+// as in monce_reference.h's axpys_kv). U, V are [Z][T+1][P].
 __global__ void __launch_bounds__(kProblemThreads)
     sinkhorn_kernel(int P, int T, const float* Kall, double* Uall, double* Vall) {
   const int64_t z = blockIdx.x;
