@@ -9,18 +9,16 @@
 namespace mghf {
 namespace ref {
 
-template <class S>
-void dots_kv(int rows, int n, const S* k, const double* x, double* out) {
+inline void dots_kv(int rows, int n, const double* k, const double* x, double* out) {
   for (int r = 0; r < rows; ++r) {
     double acc = 0;
-    for (int i = 0; i < n; ++i) acc += double(k[size_t(r) * n + i]) * x[i];
+    for (int i = 0; i < n; ++i) acc += k[size_t(r) * n + i] * x[i];
     out[r] = acc;
   }
 }
-template <class S>
-void axpys_kv(int rows, int n, const double* a, const S* k, double* y) {
+inline void axpys_kv(int rows, int n, const double* a, const double* k, double* y) {
   for (int r = 0; r < rows; ++r)
-    for (int i = 0; i < n; ++i) y[i] += a[r] * double(k[size_t(r) * n + i]);
+    for (int i = 0; i < n; ++i) y[i] += a[r] * k[size_t(r) * n + i];
 }
 
 inline void exp_n(int64_t n, double* x) {
