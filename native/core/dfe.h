@@ -44,6 +44,16 @@ void elementwise(int64_t n, F&& fn) {
   });
 }
 
+// z1 ← z1 ⊙ exp(R) + Eta in chunks across the threads, keeping z1 and exp(R)
+// in tz1, tE when they are not null.
+template <class T, class Kn>
+void coupling_forward(int64_t n, const T* R, const T* Eta, T* z1, T* tz1, T* tE) {
+  parallel_range(n, kElementGrain, [&](int64_t i0, int64_t i1) {
+    Kn::coupling_forward(i1 - i0, R + i0, Eta + i0, z1 + i0, tz1 ? tz1 + i0 : nullptr,
+                         tE ? tE + i0 : nullptr);
+  });
+}
+
 // out (+)= IRB(in); masks m1, m2 [h, P] are recorded when not null.
 template <class T, class Kn>
 void irb_forward(const IrbWeights<T>& w, int c, int h, int H, int W, const T* in, T* out,
@@ -117,18 +127,9 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
                                  m1p(bt ? &bt->eta : nullptr), m2p(bt ? &bt->eta : nullptr));
       const T* Rp = R.data();
       const T* Ep = Eta.data();
-      if (bt) {
-        T* tz1 = bt->z1.data() + b * cP;
-        T* tE = bt->E.data() + b * cP;
-        detail::elementwise(cP, [&](int64_t i) {
-          const T e = std::exp(Rp[i]);
-          tz1[i] = z1[i];
-          tE[i] = e;
-          z1[i] = z1[i] * e + Ep[i];
-        });
-      } else {
-        detail::elementwise(cP, [&](int64_t i) { z1[i] = z1[i] * std::exp(Rp[i]) + Ep[i]; });
-      }
+      T* tz1 = bt ? bt->z1.data() + b * cP : nullptr;
+      T* tE = bt ? bt->E.data() + b * cP : nullptr;
+      detail::coupling_forward<T, Kn>(cP, Rp, Ep, z1, tz1, tE);
       zp = yp;
     }
   }

@@ -55,6 +55,10 @@ struct FastKernels {
                         int64_t ldb, float* C, int64_t ldc, bool accumulate) {
     fast_kernels().matmul_nt(M, K, N, A, lda, B, ldb, C, ldc, accumulate);
   }
+  static void coupling_forward(int64_t n, const float* R, const float* Eta, float* z1, float* tz1,
+                               float* tE) {
+    fast_kernels().coupling_forward(n, R, Eta, z1, tz1, tE);
+  }
   static double dot_wide(int64_t n, const float* a, const float* b) {
     return fast_kernels().dot_wide(n, a, b);
   }

@@ -135,6 +135,16 @@ struct ReferenceKernels {
       }
   }
 
+  // e = exp(R); tz1 = z1 and tE = e where not null; z1 = z1·e + Eta.
+  static void coupling_forward(int64_t n, const T* R, const T* Eta, T* z1, T* tz1, T* tE) {
+    for (int64_t i = 0; i < n; ++i) {
+      const T e = std::exp(R[i]);
+      if (tz1) tz1[i] = z1[i];
+      if (tE) tE[i] = e;
+      z1[i] = z1[i] * e + Eta[i];
+    }
+  }
+
   static void exp_n(int64_t n, double* x) {
     for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
   }

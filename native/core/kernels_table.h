@@ -57,6 +57,10 @@ struct FastKernelTable {
   // logits; exposed so the tests can hold each ISA to it).
   void (*exp_n)(int64_t n, double* x);
   void (*log_n)(int64_t n, double* x);
+  // The DFE coupling (SPEC §2): e = exp(R), then, where tz1 / tE are not
+  // null, tz1 = z1 and tE = e; z1 = z1·e + Eta. exp within ~2 ulp of expf.
+  void (*coupling_forward)(int64_t n, const float* R, const float* Eta, float* z1, float* tz1,
+                           float* tE);
 };
 
 // Defined in kernels_<isa>.cpp; null where the compiler or CPU family lacks it.

@@ -118,14 +118,7 @@ void dfe_train_forward(const DfeWeights<T>& w, const T* x, int H, int W, DfeTrai
     detail::irb_train_forward<T, Kn>(bw.phi, c, h, H, W, z1, z2, true, bt.phi);
     detail::irb_train_forward<T, Kn>(bw.rho, c, h, H, W, z2, R, false, bt.rho);
     detail::irb_train_forward<T, Kn>(bw.eta, c, h, H, W, z2, Eta, false, bt.eta);
-    T* tz1 = bt.z1.data();
-    T* tE = bt.E.data();
-    detail::elementwise(cP, [&](int64_t i) {
-      const T e = std::exp(R[i]);
-      tz1[i] = z1[i];
-      tE[i] = e;
-      z1[i] = z1[i] * e + Eta[i];
-    });
+    detail::coupling_forward<T, Kn>(cP, R, Eta, z1, bt.z1.data(), bt.E.data());
   }
 }
 
