@@ -347,12 +347,13 @@ const COMMANDS: Record<string, Command> = {
     run: runShow,
   },
   doctor: {
-    summary: 'check the installation: binary loaded, CUDA and why not, versions, a tiny loss on each backend',
+    summary: 'check the installation: binary loaded, CUDA and why not, versions, a tiny loss and pretraining step on each backend',
     synopsis: '[--json]',
     details: [
       '  --json              print the report as one JSON object',
-      '  Exit code 0 when every check passed (CPU loss; CUDA loss and its agreement with the CPU',
-      '  within SPEC §8 when CUDA is usable), 1 otherwise.',
+      '  Exit code 0 when every check passed (CPU loss and pretraining step; on CUDA, when usable,',
+      '  the same and their agreement with the CPU within SPEC §8 and the trainer parity',
+      '  tolerances), 1 otherwise.',
     ].join('\n'),
     options: {
       json: { type: 'boolean' },

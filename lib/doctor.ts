@@ -1,6 +1,6 @@
 // `mghf doctor`: what was installed and loaded (binary, backend, CUDA and why not), the Node,
-// N-API and glibc versions, and a tiny loss on every usable backend, CPU vs CUDA compared within
-// SPEC §8's tolerances. Everything is collected into one report (printed as text or JSON); the
+// N-API and glibc versions, a tiny loss on every usable backend, CPU vs CUDA compared within
+// SPEC §8's tolerances, and a tiny pretraining step likewise (SPEC §10). Everything is collected into one report (printed as text or JSON); the
 // exit code is 0 when every check passed, 1 otherwise.
 
 import { existsSync, readFileSync } from 'node:fs';
@@ -162,8 +162,87 @@ export async function runDoctor(): Promise<DoctorReport> {
       check('loss on cuda', 'fail', err instanceof Error ? err.message : String(err));
     }
   }
+  await checkPretraining(info, check);
   report.ok = report.checks.every((c) => c.status !== 'fail');
   return report;
+}
+
+/**
+ * One SPEC §10 step (DFE N=8 + head, 3 classes, a 2×3×16×16 batch) on the CPU, and on CUDA device 0
+ * when usable, compared with the CPU: the loss within 1e-4 relative, every weight and Adam moment
+ * after the step within 1e-3 relative L2 (the tolerances of the trainer parity tests).
+ */
+async function checkPretraining(
+  info: import('./native').BackendInfo,
+  check: (name: string, status: DoctorCheck['status'], detail: string) => void,
+): Promise<void> {
+  const { nativeTrainer } = await import('./pretrain');
+  const { createHeadWeights } = await import('./checkpoint');
+  const { createWeights } = await import('./weights');
+  let addon: import('./pretrain').TrainerAddon;
+  try {
+    addon = nativeTrainer();
+  } catch (err) {
+    check('pretraining step on cpu', 'fail', err instanceof Error ? err.message : String(err));
+    return;
+  }
+  const arch = { channels: 8, blocks: 1, expand: 2 };
+  const classes = 3;
+  const config = {
+    ...arch,
+    classes,
+    tensors: { ...createWeights({ seed: 1, ...arch }).tensors, ...createHeadWeights({ seed: 1, channels: arch.channels, classes }) },
+    steps: 0,
+    lr: 1e-3,
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+    decayEvery: 5000,
+    decayRate: 0.95,
+  };
+  const { sr } = tinyPair();
+  const dims = [2, 3, 16, 16];
+  const images = sr.subarray(0, 2 * 3 * 16 * 16);
+  const labels = Int32Array.from([0, 2]);
+  const step = async (device: 'cpu' | 'cuda') => {
+    const h = addon.trainerCreate({ ...config, device, deviceIndex: 0 });
+    const t0 = process.hrtime.bigint();
+    const r = await addon.trainStep(h, images, dims, labels);
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    return { loss: r.loss, ms, state: addon.trainerState(h).tensors };
+  };
+  let cpu: Awaited<ReturnType<typeof step>> | undefined;
+  try {
+    cpu = await step('cpu');
+    const finite = Number.isFinite(cpu.loss) && Object.values(cpu.state).every((a) => a.every(Number.isFinite));
+    check('pretraining step on cpu', finite ? 'ok' : 'fail', `N=8, 2×3×16×16: loss ${fmt(cpu.loss)} in ${cpu.ms.toFixed(1)} ms${finite ? '' : ' (not finite)'}`);
+  } catch (err) {
+    check('pretraining step on cpu', 'fail', err instanceof Error ? err.message : String(err));
+  }
+  if (!info.cuda.available) {
+    check('pretraining step on cuda', 'skip', `CUDA not usable: ${info.cuda.reason ?? 'unknown reason'}`);
+    return;
+  }
+  try {
+    const gpu = await step('cuda');
+    if (!cpu) {
+      check('pretraining step on cuda', Number.isFinite(gpu.loss) ? 'ok' : 'fail', `loss ${fmt(gpu.loss)} (no CPU result to compare)`);
+      return;
+    }
+    const dLoss = Math.abs(gpu.loss - cpu.loss);
+    const lossOk = dLoss <= 1e-4 * Math.abs(cpu.loss);
+    let worst = 0;
+    for (const [name, ref] of Object.entries(cpu.state)) worst = Math.max(worst, relativeL2(gpu.state[name] ?? new Float32Array(ref.length), ref));
+    const stateOk = worst <= 1e-3;
+    check(
+      'pretraining step on cuda',
+      lossOk && stateOk ? 'ok' : 'fail',
+      `loss ${fmt(gpu.loss)} in ${gpu.ms.toFixed(1)} ms; vs CPU |Δ| ${dLoss.toExponential(2)} (${lossOk ? 'within' : 'OUTSIDE'} 1e-4·|ref|), ` +
+        `weights and moments worst relative L2 ${worst.toExponential(2)} (${stateOk ? 'within' : 'OUTSIDE'} 1e-3)`,
+    );
+  } catch (err) {
+    check('pretraining step on cuda', 'fail', err instanceof Error ? err.message : String(err));
+  }
 }
 
 export function formatDoctor(r: DoctorReport): string {

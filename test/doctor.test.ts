@@ -30,11 +30,14 @@ t.test('mghf doctor prints the binary, backend, versions and the backend checks'
   t.match(r.stdout, `Node ${process.versions.node}, N-API ${process.versions.napi}`);
   t.match(r.stdout, /glibc (\d+\.\d+|none)/);
   t.match(r.stdout, /^ {2}ok {4}loss on cpu: 1×3×40×40 MGHF-c: loss [0-9.e+-]+ in/m);
+  t.match(r.stdout, /^ {2}ok {4}pretraining step on cpu: N=8, 2×3×16×16: loss [0-9.e+-]+ in/m);
   if (info.cuda.available) {
     t.match(r.stdout, /loss on cuda: loss .* vs CPU/);
+    t.match(r.stdout, /pretraining step on cuda: loss .* vs CPU/);
   } else {
     t.match(r.stdout, `CUDA      not usable: ${info.cuda.reason}`);
     t.match(r.stdout, /^ {2}skip {2}loss on cuda: CUDA not usable/m);
+    t.match(r.stdout, /^ {2}skip {2}pretraining step on cuda: CUDA not usable/m);
   }
   t.match(r.stdout, 'load attempts:');
   t.match(r.stdout, weightsPresent ? /All good\.$/m : /check failed\.$/m);
@@ -58,6 +61,8 @@ t.test('mghf doctor --json is the same report as one object', { skip }, async (t
   t.equal(byName['loss on cpu']?.status, 'ok');
   t.equal(byName['default weights load']?.status, weightsPresent ? 'ok' : 'fail');
   t.equal(byName['loss on cuda']?.status, info.cuda.available ? 'ok' : 'skip');
+  t.equal(byName['pretraining step on cpu']?.status, 'ok');
+  t.equal(byName['pretraining step on cuda']?.status, info.cuda.available ? 'ok' : 'skip');
 });
 
 t.test('mghf help lists doctor', { skip }, async (t) => {
