@@ -202,7 +202,9 @@ function withCudaReason(addon: NativeAddon, binary: string, attempt: CudaBinaryA
 function load(): Loaded {
   if (loaded) return loaded;
   const fallbacks: string[] = [];
-  const explicit = process.env.MGHF_BINARY;
+  // A path relative to the working directory, as a user types it (require() alone would take
+  // 'build/x.node' for a package name).
+  const explicit = process.env.MGHF_BINARY ? resolve(process.env.MGHF_BINARY) : undefined;
   if (explicit) {
     try {
       const addon = requireAddon(explicit);

@@ -84,3 +84,19 @@ t.test('backendInfo records every load attempt', async (t) => {
     t.ok(info.fallbacks.some((f) => f.startsWith('no CUDA binary')), 'says that no CUDA binary exists');
   }
 });
+
+t.test('MGHF_BINARY may be relative to the working directory', { skip }, async (t) => {
+  const info = backendInfo();
+  const root = resolve(__dirname, '..');
+  const relative = info.binary.startsWith(root + '/') ? info.binary.slice(root.length + 1) : undefined;
+  if (!relative) return t.skip(`the loaded binary ${info.binary} is not under ${root}`);
+  const r = spawnSync(process.execPath, ['-e', "const i = require('./dist/native').backendInfo(); console.log(JSON.stringify([i.binary, i.fallbacks[0]]))"], {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, MGHF_BINARY: relative },
+  });
+  t.equal(r.status, 0, r.stderr);
+  const [binary, first] = JSON.parse(r.stdout) as [string, string];
+  t.equal(binary, info.binary, `${relative} resolved against the working directory`);
+  t.equal(first, `${info.binary} (MGHF_BINARY): loaded`);
+});
