@@ -61,4 +61,33 @@ inline std::vector<int> top_m(const double* importance, int N, int M) {
   return idx;
 }
 
+// The kept channels and their weights (SPEC §4), [B×M] each: per sample the
+// caller's `selected` when given (B·M indices), else top_m of its importances;
+// weight = (1 + α·importance)^γ. Shared by the CPU and CUDA backends.
+struct ChannelSelection {
+  std::vector<int> sel;
+  std::vector<double> weights;
+};
+inline ChannelSelection select_channels(const std::vector<double>& imp, int B, int N, int M,
+                                        const std::vector<int>& selected, double alpha,
+                                        double gamma) {
+  ChannelSelection c;
+  c.sel.resize(size_t(B) * M);
+  for (int b = 0; b < B; ++b) {
+    if (!selected.empty()) {
+      std::copy(selected.begin() + size_t(b) * M, selected.begin() + size_t(b + 1) * M,
+                c.sel.begin() + size_t(b) * M);
+    } else {
+      std::vector<int> top = top_m(imp.data() + size_t(b) * N, N, M);
+      std::copy(top.begin(), top.end(), c.sel.begin() + size_t(b) * M);
+    }
+  }
+  c.weights.resize(c.sel.size());
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < M; ++i)
+      c.weights[size_t(b) * M + i] =
+          std::pow(1.0 + alpha * imp[size_t(b) * N + c.sel[size_t(b) * M + i]], gamma);
+  return c;
+}
+
 }  // namespace mghf

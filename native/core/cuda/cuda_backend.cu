@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "../entropy.h"  // top_m
+#include "../entropy.h"  // select_channels
 #include "cuda_backend.h"
 #include "cuda_check.h"
 #include "cuda_mghfc.h"
@@ -269,21 +269,9 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
   if (do_csc) {
     const int M = std::min(opt.M, N);
     std::vector<double> imp = cuda::importance(G, S, s.B, N, P, stream);
-    std::vector<int> sel(size_t(s.B) * M);
-    for (int b = 0; b < s.B; ++b) {
-      if (!opt.selected.empty()) {
-        std::copy(opt.selected.begin() + size_t(b) * M, opt.selected.begin() + size_t(b + 1) * M,
-                  sel.begin() + size_t(b) * M);
-      } else {
-        std::vector<int> top = top_m(imp.data() + size_t(b) * N, N, M);
-        std::copy(top.begin(), top.end(), sel.begin() + size_t(b) * M);
-      }
-    }
-    std::vector<double> wts(sel.size());
-    for (int b = 0; b < s.B; ++b)
-      for (int i = 0; i < M; ++i)
-        wts[size_t(b) * M + i] =
-            std::pow(1.0 + opt.alpha * imp[size_t(b) * N + sel[size_t(b) * M + i]], opt.gamma);
+    ChannelSelection chosen = select_channels(imp, s.B, N, M, opt.selected, opt.alpha, opt.gamma);
+    std::vector<int>& sel = chosen.sel;
+    const std::vector<double>& wts = chosen.weights;
     clock.lap("importance");
     const CscWeights cw{b1 ? opt.beta1 : 0, b2 ? opt.beta2 : 0, b3 ? opt.beta3 : 0, g2};
     const CscParts parts =
