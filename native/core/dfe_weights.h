@@ -16,6 +16,17 @@ struct DfeArchitecture {
   int hidden() const { return expand * half(); }  // h
 };
 
+// The fan-in of a DFE tensor by its SPEC §9 name (the stem's 3·3·3, a mix
+// conv's N, an expand's c, a depthwise 3·3, a project's h): PyTorch's default
+// initialisation draws from ±1/√fan_in. Tests and benchmarks initialise so.
+inline double dfe_fan_in(const std::string& name, const DfeArchitecture& a) {
+  if (name.find("mix") != std::string::npos) return a.channels;
+  if (name.find("expand") != std::string::npos) return a.half();
+  if (name.find("depthwise") != std::string::npos) return 9;
+  if (name.find("project") != std::string::npos) return a.hidden();
+  return 27;
+}
+
 template <class T>
 struct IrbWeights {
   Buffer<T> expand;     // [h, c]

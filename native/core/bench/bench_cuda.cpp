@@ -176,12 +176,7 @@ DfeWeights<float> make_weights(uint32_t seed) {
   };
   // PyTorch-like bounds ±1/√fan_in, so the features stay in range at the default width.
   w.for_each([&](const std::string& name, Buffer<float>& b) {
-    double fan_in = 27;
-    if (name.find("mix") != std::string::npos) fan_in = a.channels;
-    if (name.find("expand") != std::string::npos) fan_in = a.half();
-    if (name.find("depthwise") != std::string::npos) fan_in = 9;
-    if (name.find("project") != std::string::npos) fan_in = a.hidden();
-    const float bound = float(1.0 / std::sqrt(fan_in));
+    const float bound = float(1.0 / std::sqrt(dfe_fan_in(name, a)));
     for (size_t i = 0; i < b.size(); ++i) b[i] = (2 * rnd() - 1) * bound;
   });
   return w;

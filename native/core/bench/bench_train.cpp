@@ -51,17 +51,12 @@ static int run(int argc, char** argv) {
   DfeArchitecture a{N, 1, 2};
   DfeWeights<float> w(a);
   w.for_each([&](const std::string& name, Buffer<float>& b) {
-    double fan_in = 27;
-    if (name.find("mix") != std::string::npos) fan_in = a.channels;
-    if (name.find("expand") != std::string::npos) fan_in = a.half();
-    if (name.find("depthwise") != std::string::npos) fan_in = 9;
-    if (name.find("project") != std::string::npos) fan_in = a.hidden();
-    const float bound = float(1 / std::sqrt(fan_in));
+    const float bound = float(1 / std::sqrt(dfe_fan_in(name, a)));
     for (size_t i = 0; i < b.size(); ++i) b[i] = (2 * rnd() - 1) * bound;
   });
   HeadWeights<float> head(N, classes);
   head.for_each([&](const std::string& name, Buffer<float>& b) {
-    const float bound = float(1 / std::sqrt(name.find("fc") != std::string::npos ? N : 9.0 * N));
+    const float bound = float(1 / std::sqrt(head_fan_in(name, N)));
     for (size_t i = 0; i < b.size(); ++i) b[i] = (2 * rnd() - 1) * bound;
   });
   AnyTrainer tr(device, std::move(w), std::move(head), TrainConfig());

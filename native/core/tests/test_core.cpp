@@ -651,17 +651,5 @@ int main(int argc, char** argv) {
       {"loss_c_gradcheck", test_loss_c_gradcheck},
       {"loss_c_fast_vs_reference", test_loss_c_fast_vs_reference},
   };
-  int ran = 0;
-  for (auto& [name, fn] : groups) {
-    if (argc > 1 && name != argv[1]) continue;
-    std::printf("== %s\n", name.c_str());
-    fn();
-    ++ran;
-  }
-  if (ran == 0) {
-    std::printf("unknown test group %s\n", argc > 1 ? argv[1] : "");
-    return 2;
-  }
-  std::printf(mghf_test::failures() ? "FAILED (%d)\n" : "ok\n", mghf_test::failures());
-  return mghf_test::failures() ? 1 : 0;
+  return mghf_test::run_groups(groups, argc, argv);
 }

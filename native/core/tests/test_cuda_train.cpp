@@ -24,17 +24,6 @@ using namespace mghf_test;
 
 namespace {
 
-HeadWeights<float> random_head(int N, int classes, uint64_t seed) {
-  HeadWeights<float> h(N, classes);
-  Rng rng(seed);
-  h.for_each([&](const std::string& name, Buffer<float>& b) {
-    const double fan_in = name.find("fc") != std::string::npos ? N : 9.0 * N;
-    const double bound = 1.0 / std::sqrt(fan_in);
-    for (size_t i = 0; i < b.size(); ++i) b[i] = float(rng.uniform(-bound, bound));
-  });
-  return h;
-}
-
 bool near(double v, double ref, double rel) {
   return std::fabs(v - ref) <= rel * std::fabs(ref) + 1e-9;
 }
@@ -110,7 +99,7 @@ void run_case(const Case& c, uint64_t seed) {
   std::printf("%s: N=%d K=%d e=%d, batch %d×3×%d×%d, %d classes\n", c.name, c.arch.channels,
               c.arch.blocks, c.arch.expand, c.B, c.H, c.W, c.classes);
   const DfeWeights<float> w = random_weights<float>(c.arch, seed);
-  const HeadWeights<float> h = random_head(c.arch.channels, c.classes, seed + 1);
+  const HeadWeights<float> h = random_head<float>(c.arch.channels, c.classes, seed + 1);
   TrainConfig cfg;
   cfg.lr = 1e-3;
   cfg.decay_every = 2;  // the schedule changes within the run
@@ -190,7 +179,7 @@ void run_case(const Case& c, uint64_t seed) {
 void test_errors() {
   const DfeArchitecture a{8, 1, 2};
   const DfeWeights<float> w = random_weights<float>(a, 5);
-  const HeadWeights<float> h = random_head(8, 3, 6);
+  const HeadWeights<float> h = random_head<float>(8, 3, 6);
   std::unique_ptr<CudaTrainer> gpu = make_cuda_trainer(0, w, h, TrainConfig());
   const int B = 2, H = 9, W = 10;
   Rng rng(7);
@@ -220,7 +209,7 @@ void test_errors() {
   // The head and the DFE disagree.
   code.clear();
   try {
-    make_cuda_trainer(0, w, random_head(16, 3, 1), TrainConfig());
+    make_cuda_trainer(0, w, random_head<float>(16, 3, 1), TrainConfig());
   } catch (const Error& e) {
     code = e.code();
   }

@@ -30,19 +30,6 @@ namespace {
 
 constexpr double kGradTol = 1e-6;  // relative error of a directional derivative in double
 
-// Head weights uniform in ±scale/√fan_in (PyTorch's default bound at scale 1).
-template <class T>
-HeadWeights<T> random_head(int N, int classes, uint64_t seed, double scale = 1.0) {
-  HeadWeights<T> h(N, classes);
-  Rng rng(seed);
-  h.for_each([&](const std::string& name, Buffer<T>& b) {
-    const double fan_in = name.find("fc") != std::string::npos ? N : 9.0 * N;
-    const double bound = scale / std::sqrt(fan_in);
-    for (size_t i = 0; i < b.size(); ++i) b[i] = T(rng.uniform(-bound, bound));
-  });
-  return h;
-}
-
 // Every tensor of a DFE and a head, by name, in a fixed order.
 template <class T>
 std::vector<std::pair<std::string, Buffer<T>*>> tensors_of(DfeWeights<T>& w, HeadWeights<T>& h) {
@@ -708,17 +695,5 @@ int main(int argc, char** argv) {
       {"train_resume", test_resume},
       {"train_errors", test_errors},
   };
-  int ran = 0;
-  for (auto& [name, fn] : groups) {
-    if (argc > 1 && name != argv[1]) continue;
-    std::printf("== %s\n", name.c_str());
-    fn();
-    ++ran;
-  }
-  if (ran == 0) {
-    std::printf("unknown test group %s\n", argc > 1 ? argv[1] : "");
-    return 2;
-  }
-  std::printf(mghf_test::failures() ? "FAILED (%d)\n" : "ok\n", mghf_test::failures());
-  return mghf_test::failures() ? 1 : 0;
+  return mghf_test::run_groups(groups, argc, argv);
 }

@@ -3,10 +3,13 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "dfe_weights.h"
+#include "train/head_weights.h"
 
 namespace mghf_test {
 
@@ -24,6 +27,25 @@ inline int& failures() {
       std::printf("\n");                                               \
     }                                                                  \
   } while (0)
+
+// Runs every group, or only the one named by argv[1] (ctest runs one group per
+// test); 2 for an unknown name, 1 when a CHECK failed, else 0.
+inline int run_groups(const std::map<std::string, std::function<void()>>& groups, int argc,
+                      char** argv) {
+  int ran = 0;
+  for (const auto& [name, fn] : groups) {
+    if (argc > 1 && name != argv[1]) continue;
+    std::printf("== %s\n", name.c_str());
+    fn();
+    ++ran;
+  }
+  if (ran == 0) {
+    std::printf("unknown test group %s\n", argc > 1 ? argv[1] : "");
+    return 2;
+  }
+  std::printf(failures() ? "FAILED (%d)\n" : "ok\n", failures());
+  return failures() ? 1 : 0;
+}
 
 // Deterministic xorshift generator: tests must not depend on the platform's <random>.
 struct Rng {
@@ -85,15 +107,22 @@ mghf::DfeWeights<T> random_weights(const mghf::DfeArchitecture& a, uint64_t seed
   mghf::DfeWeights<T> w(a);
   Rng rng(seed);
   w.for_each([&](const std::string& name, mghf::Buffer<T>& b) {
-    double fan_in = 27;
-    if (name.find("mix") != std::string::npos) fan_in = a.channels;
-    if (name.find("expand") != std::string::npos) fan_in = a.half();
-    if (name.find("depthwise") != std::string::npos) fan_in = 9;
-    if (name.find("project") != std::string::npos) fan_in = a.hidden();
-    const double bound = scale / std::sqrt(fan_in);
+    const double bound = scale / std::sqrt(mghf::dfe_fan_in(name, a));
     for (size_t i = 0; i < b.size(); ++i) b[i] = T(rng.uniform(-bound, bound));
   });
   return w;
+}
+
+// Head weights uniform in ±scale/√fan_in (PyTorch's default bound at scale 1).
+template <class T>
+mghf::HeadWeights<T> random_head(int N, int classes, uint64_t seed, double scale = 1.0) {
+  mghf::HeadWeights<T> h(N, classes);
+  Rng rng(seed);
+  h.for_each([&](const std::string& name, mghf::Buffer<T>& b) {
+    const double bound = scale / std::sqrt(mghf::head_fan_in(name, N));
+    for (size_t i = 0; i < b.size(); ++i) b[i] = T(rng.uniform(-bound, bound));
+  });
+  return h;
 }
 
 }  // namespace mghf_test

@@ -13,6 +13,12 @@ constexpr int kHeadConvs = 3;
 // Output size of a 3×3 stride-2 convolution with padding 1: floor((n + 2 − 3)/2) + 1.
 inline int conv_s2_out(int n) { return (n - 1) / 2 + 1; }
 
+// The fan-in of a head tensor by name (SPEC §10): N for the fully connected
+// layer, N·3·3 for the convolutions (weights and biases alike, as PyTorch).
+inline double head_fan_in(const std::string& name, int channels) {
+  return name.find("fc") != std::string::npos ? channels : 9.0 * channels;
+}
+
 template <class T>
 struct HeadWeights {
   int channels = 0;  // N
