@@ -175,10 +175,7 @@ CudaTrainerImpl::CudaTrainerImpl(int device, DfeWeights<float> dfe, HeadWeights<
       head_(std::move(head)),
       m_head_(head_.channels, head_.classes),
       v_head_(head_.channels, head_.classes) {
-  if (head_.channels != w_.arch.channels)
-    throw Error("E_WEIGHTS", "the head has " + std::to_string(head_.channels) +
-                                 " channels, the DFE " + std::to_string(w_.arch.channels));
-  if (head_.classes < 1) throw Error("E_WEIGHTS", "the head needs at least one class");
+  check_head_fits(w_.arch, head_);
   // The three structures share one layout: visiting them in step pairs the tensors.
   std::vector<Buffer<float>*> m, v;
   m_dfe_.for_each([&](const std::string&, Buffer<float>& b) { m.push_back(&b); });

@@ -65,15 +65,22 @@ class PhaseClock {
 
 }  // namespace detail
 
+// E_WEIGHTS unless the head takes the DFE's N maps and has a class (checked
+// by the trainers when built and by every batch).
+template <class T>
+void check_head_fits(const DfeArchitecture& a, const HeadWeights<T>& head) {
+  if (head.channels != a.channels)
+    throw Error("E_WEIGHTS", "the head has " + std::to_string(head.channels) +
+                                 " channels, the DFE " + std::to_string(a.channels));
+  if (head.classes < 1) throw Error("E_WEIGHTS", "the head needs at least one class");
+}
+
 // Checks what memory safety needs (lib/ validates the rest): labels in range,
 // images at least 2×2 (the reflection padding), matching channel counts.
 template <class T>
 void check_classifier_args(const DfeWeights<T>& w, const HeadWeights<T>& head, const int* labels,
                            int B, int H, int W) {
-  if (head.channels != w.arch.channels)
-    throw Error("E_WEIGHTS", "the head has " + std::to_string(head.channels) +
-                                 " channels, the DFE " + std::to_string(w.arch.channels));
-  if (head.classes < 1) throw Error("E_WEIGHTS", "the head needs at least one class");
+  check_head_fits(w.arch, head);
   if (B < 1) throw Error("E_SHAPE", "a batch needs at least one image");
   if (H < 2 || W < 2) throw Error("E_TOO_SMALL", "images must be at least 2×2");
   for (int b = 0; b < B; ++b)

@@ -19,10 +19,7 @@ Trainer::Trainer(DfeWeights<float> dfe, HeadWeights<float> head, const TrainConf
       m_head_(head_.channels, head_.classes),
       v_head_(head_.channels, head_.classes),
       grads_(w_.arch, head_.classes) {
-  if (head_.channels != w_.arch.channels)
-    throw Error("E_WEIGHTS", "the head has " + std::to_string(head_.channels) +
-                                 " channels, the DFE " + std::to_string(w_.arch.channels));
-  if (head_.classes < 1) throw Error("E_WEIGHTS", "the head needs at least one class");
+  check_head_fits(w_.arch, head_);
 }
 
 void Trainer::for_each_param(
