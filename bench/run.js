@@ -585,13 +585,14 @@ async function pretrainThroughput() {
 
 async function trainThroughput(addon, device, label, B, crop, classes, steps) {
   const { createHeadWeights } = require('../dist/checkpoint');
+  const { ADAM, DEFAULTS } = require('../dist/pretrain');
   const lib = require('../dist');
   const w = lib.createWeights({ seed: 0 });
   const head = createHeadWeights({ seed: 0, channels: w.channels, classes });
   const trainer = addon.trainerCreate({
     channels: w.channels, blocks: w.blocks, expand: w.expand, classes,
     tensors: { ...w.tensors, ...head }, steps: 0,
-    lr: 5e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, decayEvery: 5000, decayRate: 0.95,
+    lr: DEFAULTS.lr, ...ADAM, decayEvery: DEFAULTS.decayEvery, decayRate: DEFAULTS.decayRate,
     ...device,
   });
   const rand = mulberry32(7);

@@ -176,7 +176,7 @@ async function checkPretraining(
   info: import('./native').BackendInfo,
   check: (name: string, status: DoctorCheck['status'], detail: string) => void,
 ): Promise<void> {
-  const { nativeTrainer } = await import('./pretrain');
+  const { ADAM, DEFAULTS, nativeTrainer } = await import('./pretrain');
   const { createHeadWeights } = await import('./checkpoint');
   const { createWeights } = await import('./weights');
   let addon: import('./pretrain').TrainerAddon;
@@ -194,11 +194,9 @@ async function checkPretraining(
     tensors: { ...createWeights({ seed: 1, ...arch }).tensors, ...createHeadWeights({ seed: 1, channels: arch.channels, classes }) },
     steps: 0,
     lr: 1e-3,
-    beta1: 0.9,
-    beta2: 0.999,
-    eps: 1e-8,
-    decayEvery: 5000,
-    decayRate: 0.95,
+    ...ADAM,
+    decayEvery: DEFAULTS.decayEvery,
+    decayRate: DEFAULTS.decayRate,
   };
   const { sr } = tinyPair();
   const dims = [2, 3, 16, 16];

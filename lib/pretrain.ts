@@ -139,9 +139,11 @@ const OPTION_NAMES = [
   'device', 'out', 'checkpoint', 'resume', 'maxSteps', 'signal', 'onStart', 'onProgress', 'onEpoch', 'onWarning',
 ] as const;
 
-// SPEC §10 (the paper's settings).
-const DEFAULTS = { epochs: 20, batch: 32, lr: 5e-4, crop: 128, seed: 0, decayEvery: 5000, decayRate: 0.95 };
-const ADAM = { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
+// SPEC §10 (the paper's settings); the doctor's and the bench's trainer steps use them too.
+/** @internal */
+export const DEFAULTS = { epochs: 20, batch: 32, lr: 5e-4, crop: 128, seed: 0, decayEvery: 5000, decayRate: 0.95 };
+/** @internal */
+export const ADAM = { beta1: 0.9, beta2: 0.999, eps: 1e-8 };
 const DEFAULT_OUT = 'mghf-dfe.safetensors';
 const VALIDATION_FRACTION = 0.1;
 // Settings a resumed run takes from its checkpoint and must not be given differently.
