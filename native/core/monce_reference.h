@@ -1,5 +1,6 @@
 // The plain (default-target) build of monce.inc, for the reference kernels.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
