@@ -2,11 +2,15 @@
 // `err.code` instead of parsing messages. Messages follow sharp's shape:
 // "Expected <what> for <name> but received <value>".
 
+import { types } from 'node:util';
+
 export type MghfErrorCode =
   | 'E_ARGUMENT' // an argument of the wrong kind (not an object, not a tensor, …)
   | 'E_SHAPE' // tensor dims wrong, or data length ≠ ∏dims
   | 'E_DTYPE' // tensor data not float32
   | 'E_NONFINITE' // NaN or ±Infinity in an input
+  | 'E_RANGE' // input values far outside opts.inputRange (0–255 data given as [0, 1], …)
+  | 'E_LIMIT' // a request whose estimated work or memory exceeds the stated limit, or an allocation that failed
   | 'E_TOO_SMALL' // image smaller than the loss can work on (SPEC §1)
   | 'E_OPTION' // unknown option name or bad option value
   | 'E_WEIGHTS' // an in-memory weights object is inconsistent
@@ -36,6 +40,9 @@ export class MghfError extends Error {
   }
 }
 
+const typedArrayLength = (a: ArrayBufferView): number =>
+  Reflect.apply(Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), 'length')?.get as () => number, a, []) as number;
+
 // Longest string we quote verbatim in a message; user data can be arbitrarily large and an
 // error message must stay one readable line.
 const MAX_STRING = 40;
@@ -48,6 +55,16 @@ const MAX_KEYS = 6;
  * objects by constructor name (plain objects by their first keys). Never dumps large data.
  */
 export function describe(value: unknown): string {
+  // Describing must never throw: the value may be a revoked Proxy or have throwing getters, and a
+  // throw here would replace the typed error being built with a raw one.
+  try {
+    return describeUnchecked(value);
+  } catch {
+    return typeof value === 'object' ? 'an object that cannot be inspected' : typeof value;
+  }
+}
+
+function describeUnchecked(value: unknown): string {
   switch (typeof value) {
     case 'undefined':
       return 'undefined';
@@ -68,7 +85,8 @@ export function describe(value: unknown): string {
   }
   if (value === null) return 'null';
   if (ArrayBuffer.isView(value)) {
-    const length = 'length' in value ? (value as unknown as { length: number }).length : value.byteLength;
+    // The real length (a subclass may lie through its own `length` getter).
+    const length = types.isTypedArray(value) ? typedArrayLength(value) : value.byteLength;
     return `${constructorName(value) ?? 'ArrayBufferView'}(${length})`;
   }
   if (value instanceof ArrayBuffer) return `ArrayBuffer(${value.byteLength})`;

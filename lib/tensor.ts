@@ -22,38 +22,44 @@ export class Tensor {
   readonly dims: readonly number[];
 
   constructor(data: Float32Array, dims: readonly number[]) {
-    checkTensorParts(data, dims, 'tensor');
-    this.data = data;
-    this.dims = Object.freeze([...dims]);
+    const snapshot = snapshotDims(dims, 'tensor');
+    checkTensorParts(data, snapshot, 'tensor');
+    this.data = genuineFloat32(data);
+    this.dims = Object.freeze(snapshot as number[]);
   }
 
   /**
    * A `Tensor` as is, or a new `Tensor` viewing (not copying) a tensor-like object's data.
-   * `name` is the argument name used in error messages.
+   * `name` is the argument name used in error messages. Each of `type`, `data` and `dims` (and
+   * each dims element) is read exactly once: a getter that throws is an E_ARGUMENT error, and one
+   * that answers differently on a second read cannot slip past the checks.
    */
   static from(value: TensorLike | Tensor, name = 'tensor'): Tensor {
-    if (value instanceof Tensor) return value;
-    if (value === null || typeof value !== 'object') {
-      throw invalidParameterError('E_ARGUMENT', name, 'a tensor { type, data, dims }', value);
-    }
-    const v = value as unknown as Record<string, unknown>;
-    // A tfjs tensor has shape/dtype and keeps its data on the backend; say how to pass it.
-    if (!('dims' in v) && 'shape' in v && 'dtype' in v) {
-      throw new MghfError(
-        'E_ARGUMENT',
-        `Expected a tensor { type, data, dims } for ${name} but received a tfjs-style tensor; ` +
-          `pass { type: 'float32', data: t.dataSync(), dims: t.shape } (layout 'NHWC')`,
-        { argument: name },
-      );
-    }
+    let type: unknown;
     let data: unknown;
     let dims: unknown;
     try {
+      if (value instanceof Tensor) return value;
+      if (value === null || typeof value !== 'object') {
+        throw invalidParameterError('E_ARGUMENT', name, 'a tensor { type, data, dims }', value);
+      }
+      const v = value as unknown as Record<string, unknown>;
+      // A tfjs tensor has shape/dtype and keeps its data on the backend; say how to pass it.
+      if (!('dims' in v) && 'shape' in v && 'dtype' in v) {
+        throw new MghfError(
+          'E_ARGUMENT',
+          `Expected a tensor { type, data, dims } for ${name} but received a tfjs-style tensor; ` +
+            `pass { type: 'float32', data: t.dataSync(), dims: t.shape } (layout 'NHWC')`,
+          { argument: name },
+        );
+      }
       // onnxruntime's `data` getter throws for tensors that live on the GPU.
+      type = v.type;
       data = v.data;
       dims = v.dims;
     } catch (err) {
-      throw new MghfError('E_ARGUMENT', `Could not read data/dims of ${name}: ${(err as Error)?.message ?? err}`, {
+      if (err instanceof MghfError) throw err;
+      throw new MghfError('E_ARGUMENT', `Could not read type/data/dims of ${name}: ${errorText(err)}`, {
         argument: name,
         cause: err,
       });
@@ -61,16 +67,75 @@ export class Tensor {
     if (data === undefined || dims === undefined) {
       throw invalidParameterError('E_ARGUMENT', name, 'a tensor { type, data, dims }', value);
     }
-    if (v.type !== undefined && v.type !== 'float32') {
-      throw invalidParameterError('E_DTYPE', `${name}.type`, "'float32'", v.type);
+    if (type !== undefined && type !== 'float32') {
+      throw invalidParameterError('E_DTYPE', `${name}.type`, "'float32'", type);
     }
-    checkTensorParts(data, dims, name);
-    return new Tensor(data as Float32Array, dims as readonly number[]);
+    const snapshot = snapshotDims(dims, name);
+    checkTensorParts(data, snapshot, name);
+    return new Tensor(data as Float32Array, snapshot as number[]);
   }
 
   /** Number of elements, ∏dims. */
   get size(): number {
     return this.data.length;
+  }
+}
+
+// The intrinsic accessors of %TypedArray%.prototype. A subclass (or an own property) can shadow
+// `length` with a getter that lies; these read the array's real internal slots.
+const TYPED_ARRAY_PROTOTYPE = Object.getPrototypeOf(Float32Array.prototype) as object;
+const intrinsicGetter = (key: string) => Object.getOwnPropertyDescriptor(TYPED_ARRAY_PROTOTYPE, key)?.get as (this: unknown) => unknown;
+const LENGTH = intrinsicGetter('length');
+const BUFFER = intrinsicGetter('buffer');
+const BYTE_OFFSET = intrinsicGetter('byteOffset');
+
+/** The real element count of a typed array, whatever its `length` property says. */
+export function typedLength(a: ArrayBufferView): number {
+  return Reflect.apply(LENGTH, a, []) as number;
+}
+
+/**
+ * `a` itself when it is a plain Float32Array of this realm, else a Float32Array of this realm
+ * viewing the same memory (a subclass's overridden methods and getters are then out of the way).
+ */
+export function genuineFloat32(a: Float32Array): Float32Array {
+  if (Object.getPrototypeOf(a) === Float32Array.prototype && Object.getOwnPropertyDescriptor(a, 'length') === undefined) return a;
+  return new Float32Array(Reflect.apply(BUFFER, a, []) as ArrayBuffer, Reflect.apply(BYTE_OFFSET, a, []) as number, typedLength(a));
+}
+
+// More dims than any tensor here has (images have 4); also keeps a hostile `length` from
+// making the snapshot loop run for ever.
+const MAX_DIMS = 32;
+
+/**
+ * A plain array copy of `dims`, each element read once (or `dims` itself when it is not an
+ * array, for checkTensorParts to reject). A getter that throws is an E_ARGUMENT error.
+ */
+export function snapshotDims(dims: unknown, name: string): unknown {
+  let i = -1;
+  try {
+    if (!Array.isArray(dims)) return dims;
+    const n = dims.length;
+    if (n > MAX_DIMS) {
+      throw invalidParameterError('E_SHAPE', `${name}.dims`, `a non-empty array of at most ${MAX_DIMS} positive integers`, dims);
+    }
+    const out = new Array<unknown>(n);
+    for (i = 0; i < n; i++) out[i] = dims[i];
+    return out;
+  } catch (err) {
+    if (err instanceof MghfError) throw err;
+    const where = i < 0 ? `${name}.dims` : `${name}.dims[${i}]`;
+    throw new MghfError('E_ARGUMENT', `Could not read ${where}: ${errorText(err)}`, { argument: name, cause: err });
+  }
+}
+
+/** A thrown value's message for our own message, without trusting it to be an Error. */
+export function errorText(err: unknown): string {
+  try {
+    const m = (err as { message?: unknown })?.message;
+    return typeof m === 'string' ? m : String(err);
+  } catch {
+    return 'an exception that cannot be described';
   }
 }
 
@@ -91,10 +156,11 @@ export function checkTensorParts(data: unknown, dims: unknown, name: string): vo
     throw invalidParameterError('E_SHAPE', `${name}.dims`, 'a non-empty array of positive integers', dims);
   }
   const count = elementCount(dims);
-  if (count !== data.length) {
+  const length = typedLength(data);
+  if (count !== length) {
     throw new MghfError(
       'E_SHAPE',
-      `Expected ${name}.data to have ∏dims = ${count} elements for dims ${describe(dims)} but it has ${data.length}`,
+      `Expected ${name}.data to have ∏dims = ${count} elements for dims ${describe(dims)} but it has ${length}`,
       { argument: name },
     );
   }

@@ -174,7 +174,8 @@ t.test('checkOptions', async (t) => {
   const names = ['variant', 'gamma1', 'gamma', 'M', 'epsOt'] as const;
   t.same(checkOptions(undefined, names), {});
   const o = { gamma1: 2 };
-  t.equal(checkOptions(o, names), o);
+  t.same(checkOptions(o, names), o);
+  t.not(checkOptions(o, names), o, 'a snapshot, not the caller\'s object');
   t.throws(() => checkOptions(5, names), { code: 'E_ARGUMENT', message: /options object for opts but received 5/ });
   t.throws(() => checkOptions([], names, 'loss options'), { code: 'E_ARGUMENT', message: /loss options/ });
   t.throws(() => checkOptions(null, names), { code: 'E_ARGUMENT' });
