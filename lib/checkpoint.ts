@@ -3,18 +3,21 @@
 // adam.v.<name> for every parameter) and, in __metadata__, what a resumed run needs to continue
 // exactly: step, epoch, batchInEpoch, the data generator's state, and the run's settings.
 
-import { readFile } from 'node:fs/promises';
 import { MghfError, describe, invalidParameterError } from './errors';
 import { elementCount } from './tensor';
 import { checkOptions, is } from './validate';
 import {
   type DfeArchitecture,
+  type LoadedWeights,
   DEFAULT_ARCHITECTURE,
   FORMAT_VERSION,
   SeededRandom,
+  allocationError,
+  checkAllocation,
   type TensorEntry,
   checkArchitecture,
   parseSafetensors,
+  readSafetensorsFile,
   serializeTensors,
   uniformTensor,
   weightShapes,
@@ -76,11 +79,19 @@ export function createHeadWeights(opts: CreateHeadOptions): Record<string, Float
   const channels = o.channels ?? DEFAULT_ARCHITECTURE.channels;
   checkArchitecture({ channels, blocks: 1, expand: 1 }, 'opts', 'E_OPTION');
   const classes = checkClasses(o.classes, 'opts.classes');
+  const shapes = headShapes(channels as number, classes);
+  const count = shapes.reduce((sum, [, dims]) => sum + elementCount(dims), 0);
+  const what = `createHeadWeights(channels=${channels} classes=${classes})`;
+  checkAllocation(count, what);
   const random = SeededRandom.fromSeed(seed, HEAD_STREAM);
   const tensors: Record<string, Float32Array> = {};
-  for (const [name, dims] of headShapes(channels as number, classes)) {
-    const fanIn = name.startsWith('head.fc.') ? (channels as number) : (channels as number) * 9;
-    tensors[name] = uniformTensor(random, elementCount(dims), fanIn);
+  try {
+    for (const [name, dims] of shapes) {
+      const fanIn = name.startsWith('head.fc.') ? (channels as number) : (channels as number) * 9;
+      tensors[name] = uniformTensor(random, elementCount(dims), fanIn);
+    }
+  } catch (err) {
+    throw allocationError(err, count, what);
   }
   return tensors;
 }
@@ -156,13 +167,20 @@ export async function saveCheckpoint(c: Checkpoint, path: string): Promise<void>
 const isCheckpointName = (name: string): boolean =>
   name.startsWith('head.') || name.startsWith('adam.m.') || name.startsWith('adam.v.');
 
+// What the weights reader must accept besides the DFE: the head and Adam's moments.
+const CHECKPOINT_PARSE = { allow: isCheckpointName, format: CHECKPOINT_FORMAT };
+
 /** Parse and fully validate a checkpoint held in memory (the file is untrusted, as in SPEC §9). */
 export function parseCheckpoint(buf: Buffer | Uint8Array, file: string): Checkpoint {
+  // The DFE part (structure, offsets, DFE shapes) is checked by the weights reader.
+  return checkpointFrom(parseSafetensors(buf, file, CHECKPOINT_PARSE), file);
+}
+
+/** The checkpoint in a file the weights reader accepted: its metadata and the head and optimiser tensors, checked. */
+function checkpointFrom(loaded: LoadedWeights, file: string): Checkpoint {
   const fail = (message: string): never => {
     throw new MghfError('E_WEIGHTS_FILE', `Invalid checkpoint file ${file}: ${message}`, { argument: file });
   };
-  // The DFE part (structure, offsets, DFE shapes) is checked by the weights reader.
-  const loaded = parseSafetensors(buf, file, { allow: isCheckpointName, format: CHECKPOINT_FORMAT });
   const m = loaded.metadata;
   const int = (key: string, min: number): number => {
     const v = m[key];
@@ -242,14 +260,6 @@ export function parseCheckpoint(buf: Buffer | Uint8Array, file: string): Checkpo
 /** Read and validate a pretraining checkpoint ('mghf-ckpt'). */
 export async function loadCheckpoint(path: string): Promise<Checkpoint> {
   if (!is.string(path) || path.length === 0) throw invalidParameterError('E_ARGUMENT', 'path', 'a non-empty file path string', path);
-  let buf: Buffer;
-  try {
-    buf = await readFile(path);
-  } catch (err) {
-    throw new MghfError('E_WEIGHTS_FILE', `Cannot read checkpoint file ${path}: ${(err as Error)?.message ?? err}`, {
-      argument: path,
-      cause: err,
-    });
-  }
-  return parseCheckpoint(buf, path);
+  // Read in stages like loadWeights (the header length first, the header parsed off the event loop).
+  return checkpointFrom(await readSafetensorsFile(path, CHECKPOINT_PARSE, 'checkpoint file'), path);
 }

@@ -5,13 +5,15 @@
 // file before anything is allocated from it, and every violation is an E_WEIGHTS_FILE error that
 // names the file and, where there is one, the tensor.
 
-import { existsSync, promises as fsp, readFileSync, writeFileSync, renameSync, unlinkSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { existsSync, promises as fsp, writeFileSync, renameSync, unlinkSync, openSync, fsyncSync, closeSync, fstatSync, readSync } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { MghfError, MghfErrorCode, describe, invalidParameterError } from './errors';
 import { is, checkOptions } from './validate';
-import { elementCount } from './tensor';
+import { elementCount, errorText, genuineFloat32, typedLength } from './tensor';
+import { HeaderSyntaxError, MAX_HEADER_BYTES, parseHeaderJson, parseHeaderOffThread } from './safetensors-header';
 
 export interface DfeArchitecture {
   /** N, the DFE's feature channels (even: the coupling splits them in halves). */
@@ -54,8 +56,6 @@ export const DEFAULT_ARCHITECTURE: Readonly<DfeArchitecture> = Object.freeze({ c
 const MAX_CHANNELS = 4096;
 const MAX_BLOCKS = 64;
 const MAX_EXPAND = 64;
-// §9: the JSON header is at most 100 MB.
-const MAX_HEADER_BYTES = 100_000_000;
 
 const SUBNETS = ['phi', 'rho', 'eta'] as const;
 
@@ -113,14 +113,13 @@ export function checkArchitecture(arch: unknown, argName: string, code: MghfErro
  * A weights object after checking it is complete and consistent: valid architecture, every
  * tensor of `weightShapes` present as a finite Float32Array of the right length, no other tensor,
  * string metadata that does not contradict the architecture. Returns a fresh object sharing the
- * caller's arrays.
+ * caller's arrays: every field is read once (snapshotWeights), so what was checked is what is
+ * used.
  */
 export function checkWeights(w: unknown, argName = 'weights'): DfeWeights {
   if (!is.object(w)) throw invalidParameterError('E_WEIGHTS', argName, 'a weights object', w);
-  const arch = checkArchitecture(w, argName, 'E_WEIGHTS');
-  const { tensors, metadata = {} } = w as { tensors?: unknown; metadata?: unknown };
-  if (!is.plainObject(tensors)) throw invalidParameterError('E_WEIGHTS', `${argName}.tensors`, 'an object of Float32Arrays', tensors);
-  if (!is.plainObject(metadata)) throw invalidParameterError('E_WEIGHTS', `${argName}.metadata`, 'an object of strings', metadata);
+  const { arch: rawArch, tensors, metadata } = snapshotWeights(w, argName);
+  const arch = checkArchitecture(rawArch, argName, 'E_WEIGHTS');
   for (const [key, value] of Object.entries(metadata)) {
     if (!is.string(value)) throw invalidParameterError('E_WEIGHTS', `${argName}.metadata.${key}`, 'a string', value);
   }
@@ -145,21 +144,63 @@ export function checkWeights(w: unknown, argName = 'weights'): DfeWeights {
       });
     }
   }
+  const checked: Record<string, Float32Array> = {};
   for (const [name, dims] of shapes) {
     const data = tensors[name];
     const count = elementCount(dims);
     const where = `${argName}.tensors['${name}']`;
-    if (!is.float32Array(data) || data.length !== count) {
+    // The real length: a subclass's `length` getter could claim any size.
+    if (!is.float32Array(data) || typedLength(data) !== count) {
       throw invalidParameterError('E_WEIGHTS', where, `a Float32Array of ${count} elements (shape [${dims}])`, data);
     }
-    const bad = firstNonFinite(data);
+    const plain = genuineFloat32(data);
+    const bad = firstNonFinite(plain);
     if (bad >= 0) {
-      throw new MghfError('E_WEIGHTS', `Expected finite values for ${where} but received ${describe(data[bad])} at index ${bad}`, {
+      throw new MghfError('E_WEIGHTS', `Expected finite values for ${where} but received ${describe(plain[bad])} at index ${bad}`, {
         argument: `${argName}.tensors`,
       });
     }
+    checked[name] = plain;
   }
-  return { ...arch, tensors: tensors as Record<string, Float32Array>, metadata: metadata as Record<string, string> };
+  return { ...arch, tensors: checked, metadata: metadata as Record<string, string> };
+}
+
+/**
+ * The fields of a user's weights object, each read once into plain objects; a getter (or Proxy
+ * trap) that throws is an E_WEIGHTS error naming the field.
+ */
+function snapshotWeights(w: object, argName: string): { arch: Record<string, unknown>; tensors: Record<string, unknown>; metadata: Record<string, unknown> } {
+  let field = argName;
+  try {
+    const v = w as Record<string, unknown>;
+    const arch: Record<string, unknown> = {};
+    for (const key of ['channels', 'blocks', 'expand']) {
+      field = `${argName}.${key}`;
+      arch[key] = v[key];
+    }
+    field = `${argName}.tensors`;
+    const rawTensors = v.tensors;
+    if (!is.plainObject(rawTensors)) throw invalidParameterError('E_WEIGHTS', field, 'an object of Float32Arrays', rawTensors);
+    const tensors = ownEntries(rawTensors, (key) => (field = `${argName}.tensors['${key}']`));
+    field = `${argName}.metadata`;
+    const rawMetadata = v.metadata ?? {};
+    if (!is.plainObject(rawMetadata)) throw invalidParameterError('E_WEIGHTS', field, 'an object of strings', rawMetadata);
+    const metadata = ownEntries(rawMetadata, (key) => (field = `${argName}.metadata.${key}`));
+    return { arch, tensors, metadata };
+  } catch (err) {
+    if (err instanceof MghfError) throw err;
+    throw new MghfError('E_WEIGHTS', `Could not read ${field}: ${errorText(err)}`, { argument: argName, cause: err });
+  }
+}
+
+/** A plain copy of an object's own enumerable string-keyed entries ('__proto__' kept as data). */
+function ownEntries(o: Record<string, unknown>, reading: (key: string) => void): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(o)) {
+    reading(key);
+    Object.defineProperty(out, key, { value: o[key], enumerable: true, writable: true, configurable: true });
+  }
+  return out;
 }
 
 function archText(a: DfeArchitecture): string {
@@ -173,6 +214,12 @@ function firstNonFinite(data: Float32Array): number {
 
 // ---------------------------------------------------------------------------------------------
 // Reading
+//
+// In stages, so a file is read only as far as it has proven valid: the 8-byte header length is
+// checked against the limit and the file size first (a hostile 100 MB file costs one 8-byte
+// read), then the header is parsed strictly (safetensors-header.ts; on a worker thread for the
+// async loaders), then every entry is checked against the data section's size, and only then are
+// the tensors read, each straight into its own Float32Array.
 
 const LITTLE_ENDIAN = endianness() === 'LE';
 const DECIMAL = /^(0|[1-9][0-9]*)$/;
@@ -184,59 +231,85 @@ interface Span {
   end: number;
 }
 
-/** Parse and fully validate a safetensors DFE weights file held in memory (SPEC §9). */
-export function parseSafetensors(buf: Buffer | Uint8Array, file: string, opts: ParseOptions = {}): LoadedWeights {
-  const fail: Fail = (message, tensor) => {
+type Fail = (message: string, tensor?: string) => never;
+
+/** What a header says, checked: the architecture, the metadata and where each tensor lies. */
+interface Layout {
+  arch: DfeArchitecture;
+  metadata: Record<string, string>;
+  /** The DFE tensors the architecture requires, with their shapes. */
+  expected: Map<string, number[]>;
+  spans: Span[];
+  /** Byte offset of the data section in the file. */
+  dataStart: number;
+}
+
+interface CheckedParseOptions {
+  allow?: (name: string) => boolean;
+  format: string;
+}
+
+function fileFail(file: string): Fail {
+  return (message, tensor) => {
     const subject = tensor === undefined ? '' : ` tensor '${tensor}'`;
     throw new MghfError('E_WEIGHTS_FILE', `Invalid weights file ${file}:${subject} ${message}`, { argument: file });
   };
-  if (!(buf instanceof Uint8Array)) throw invalidParameterError('E_ARGUMENT', 'buffer', 'a Buffer or Uint8Array', buf);
-  const { allow: allowOption, format = FORMAT } = checkOptions(opts, ['allow', 'format'] as const, 'parse options');
-  if (allowOption !== undefined && typeof allowOption !== 'function') {
-    throw invalidParameterError('E_OPTION', 'allow', 'a function (name) => boolean', allowOption);
+}
+
+function checkParseOptions(opts: unknown): CheckedParseOptions {
+  const { allow, format = FORMAT } = checkOptions(opts, ['allow', 'format'] as const, 'parse options');
+  if (allow !== undefined && typeof allow !== 'function') {
+    throw invalidParameterError('E_OPTION', 'allow', 'a function (name) => boolean', allow);
   }
   if (!is.string(format)) throw invalidParameterError('E_OPTION', 'format', 'a string', format);
-  const allow = allowOption as ParseOptions['allow'];
+  return { allow: allow as CheckedParseOptions['allow'], format };
+}
 
-  // 1. Header length: u64 LE, checked as a BigInt before it becomes a Number or a size.
-  if (buf.length < 8) fail(`file is ${buf.length} bytes, shorter than the 8-byte header length`);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const headerLength64 = view.getBigUint64(0, true);
-  if (headerLength64 > BigInt(MAX_HEADER_BYTES)) fail(`header length ${headerLength64} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-  const headerLength = Number(headerLength64);
-  if (8 + headerLength > buf.length) {
-    fail(`header length ${headerLength} runs past the end of the file (${buf.length} bytes)`);
+/** The header length of the 8-byte prefix: u64 LE, checked as a BigInt before it becomes a size. */
+function headerLengthOf(prefix: Uint8Array, fileLength: number, fail: Fail): number {
+  if (fileLength < 8) fail(`file is ${fileLength} bytes, shorter than the 8-byte header length`);
+  const length64 = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
+  if (length64 > BigInt(MAX_HEADER_BYTES)) {
+    fail(`header length ${length64} exceeds the ${MAX_HEADER_BYTES}-byte limit (this library's, stricter than SPEC §9's 100 MB: DFE headers are a few KB)`);
   }
+  const headerLength = Number(length64);
+  if (8 + headerLength > fileLength) fail(`header length ${headerLength} runs past the end of the file (${fileLength} bytes)`);
+  return headerLength;
+}
 
-  // 2. Header: strict UTF-8, then JSON, then an object.
-  let text: string;
+function parseHeaderInline(bytes: Uint8Array, fail: Fail): Record<string, unknown> {
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, 8 + headerLength));
-  } catch {
-    return fail('header is not valid UTF-8');
-  }
-  let header: unknown;
-  try {
-    header = JSON.parse(text);
+    return parseHeaderJson(bytes) as Record<string, unknown>;
   } catch (err) {
-    return fail(`header is not valid JSON (${(err as Error).message})`);
+    return fail((err as Error).message);
   }
-  if (!is.plainObject(header)) return fail(`header is not a JSON object but ${describe(header)}`);
+}
 
+async function parseHeaderAsync(bytes: Uint8Array, fail: Fail): Promise<Record<string, unknown>> {
+  try {
+    return (await parseHeaderOffThread(bytes)) as Record<string, unknown>;
+  } catch (err) {
+    if (err instanceof HeaderSyntaxError) return fail(err.message);
+    return fail(`header could not be parsed: ${(err as Error)?.message ?? err}`);
+  }
+}
+
+/** Steps 3–6 of SPEC §9's checks on a parsed header, against a file of `fileLength` bytes. */
+function layoutOf(header: Record<string, unknown>, headerLength: number, fileLength: number, o: CheckedParseOptions, fail: Fail): Layout {
   // 3. Metadata → architecture.
-  const metadata = parseMetadata(header.__metadata__, format, fail);
-  const arch = metadataArchitecture(metadata, file);
+  const metadata = parseMetadata(header.__metadata__, o.format, fail);
+  const arch = metadataArchitecture(metadata, fail);
   const expected = new Map(weightShapes(arch));
 
   // 4. Tensor entries: names, dtype, shape, offsets against the data section.
   const dataStart = 8 + headerLength;
-  const dataLength = buf.length - dataStart;
+  const dataLength = fileLength - dataStart;
   const spans: Span[] = [];
   for (const [name, entry] of Object.entries(header)) {
     if (name === '__metadata__') continue;
     const known = expected.has(name);
     // '__proto__' can never be a DFE tensor, and as a record key it would be unsafe.
-    if (!known && (name === '__proto__' || !(allow?.(name) ?? false))) {
+    if (!known && (name === '__proto__' || !(o.allow?.(name) ?? false))) {
       fail(`is not part of a DFE with ${archText(arch)} (unknown tensor)`, name);
     }
     spans.push(parseEntry(name, entry, dataLength, fail));
@@ -265,26 +338,40 @@ export function parseSafetensors(buf: Buffer | Uint8Array, file: string, opts: P
   if (cursor !== dataLength) {
     fail(`data section is ${dataLength} bytes but the tensors cover ${cursor} (${dataLength - cursor} unaccounted bytes)`);
   }
+  return { arch, metadata, expected, spans, dataStart };
+}
 
-  // 7. Only now allocate: sizes are proven to fit in the file.
+/** Step 7: the weights from each span's data (sizes already proven to fit the file). */
+function assemble(layout: Layout, data: ReadonlyMap<string, Float32Array>, fail: Fail): LoadedWeights {
   const tensors: Record<string, Float32Array> = {};
   const extra: Record<string, ExtraTensor> = {};
-  for (const s of spans) {
-    const data = readFloat32LE(buf, dataStart + s.begin, (s.end - s.begin) / 4);
-    if (expected.has(s.name)) {
-      const bad = firstNonFinite(data);
-      if (bad >= 0) fail(`holds a non-finite value (${describe(data[bad])}) at index ${bad}`, s.name);
-      tensors[s.name] = data;
+  for (const s of layout.spans) {
+    const values = data.get(s.name) as Float32Array;
+    if (layout.expected.has(s.name)) {
+      const bad = firstNonFinite(values);
+      if (bad >= 0) fail(`holds a non-finite value (${describe(values[bad])}) at index ${bad}`, s.name);
+      tensors[s.name] = values;
     } else {
-      extra[s.name] = { shape: s.shape, data };
+      extra[s.name] = { shape: s.shape, data: values };
     }
   }
-  const result: LoadedWeights = { ...arch, tensors, metadata };
+  const result: LoadedWeights = { ...layout.arch, tensors, metadata: layout.metadata };
   if (Object.keys(extra).length > 0) result.extra = extra;
   return result;
 }
 
-type Fail = (message: string, tensor?: string) => never;
+/** Parse and fully validate a safetensors DFE weights file held in memory (SPEC §9). */
+export function parseSafetensors(buf: Buffer | Uint8Array, file: string, opts: ParseOptions = {}): LoadedWeights {
+  const fail = fileFail(file);
+  if (!(buf instanceof Uint8Array)) throw invalidParameterError('E_ARGUMENT', 'buffer', 'a Buffer or Uint8Array', buf);
+  const o = checkParseOptions(opts);
+  const headerLength = headerLengthOf(buf, buf.length, fail);
+  const header = parseHeaderInline(buf.subarray(8, 8 + headerLength), fail);
+  const layout = layoutOf(header, headerLength, buf.length, o, fail);
+  const data = new Map<string, Float32Array>();
+  for (const s of layout.spans) data.set(s.name, readFloat32LE(buf, layout.dataStart + s.begin, (s.end - s.begin) / 4));
+  return assemble(layout, data, fail);
+}
 
 function parseMetadata(raw: unknown, format: string, fail: Fail): Record<string, string> {
   if (raw === undefined) return fail('header has no __metadata__ (format, version, channels, blocks, expand)');
@@ -309,9 +396,13 @@ function parseMetadata(raw: unknown, format: string, fail: Fail): Record<string,
   return metadata;
 }
 
-function metadataArchitecture(metadata: Record<string, string>, file: string): DfeArchitecture {
+function metadataArchitecture(metadata: Record<string, string>, fail: Fail): DfeArchitecture {
   const arch = { channels: Number(metadata.channels), blocks: Number(metadata.blocks), expand: Number(metadata.expand) };
-  return checkArchitecture(arch, `weights file ${file} __metadata__`, 'E_WEIGHTS_FILE');
+  try {
+    return checkArchitecture(arch, '__metadata__', 'E_WEIGHTS_FILE');
+  } catch (err) {
+    return fail((err as Error).message);
+  }
 }
 
 function parseEntry(name: string, entry: unknown, dataLength: number, fail: Fail): Span {
@@ -342,46 +433,122 @@ function sameDims(a: readonly number[], b: readonly number[]): boolean {
 /** A fresh, aligned Float32Array from little-endian bytes at any (possibly unaligned) offset. */
 function readFloat32LE(buf: Uint8Array, offset: number, count: number): Float32Array {
   const out = new Float32Array(count);
-  if (LITTLE_ENDIAN) {
-    // Copy bytes into the new array's own buffer: no alignment requirement on the source.
-    new Uint8Array(out.buffer).set(buf.subarray(offset, offset + 4 * count));
-  } else {
-    const view = new DataView(buf.buffer, buf.byteOffset + offset, 4 * count);
-    for (let i = 0; i < count; i++) out[i] = view.getFloat32(4 * i, true);
-  }
-  return out;
+  // Copy bytes into the new array's own buffer: no alignment requirement on the source.
+  new Uint8Array(out.buffer).set(buf.subarray(offset, offset + 4 * count));
+  return fromLittleEndian(out);
 }
 
-/** Read and validate a DFE weights file (SPEC §9). */
+/** `a` with its little-endian bytes read as host floats (a no-op on little-endian hosts). */
+function fromLittleEndian(a: Float32Array): Float32Array {
+  if (LITTLE_ENDIAN) return a;
+  const view = new DataView(a.buffer, a.byteOffset, a.byteLength);
+  for (let i = 0; i < a.length; i++) a[i] = view.getFloat32(4 * i, true);
+  return a;
+}
+
+// A file that shrinks while it is read (another process rewriting it) must not pass as zeros.
+const SHRUNK = 'the file became shorter while it was read';
+
+function readExactSync(fd: number, target: Uint8Array, position: number): void {
+  for (let done = 0; done < target.length; ) {
+    const n = readSync(fd, target, done, target.length - done, position + done);
+    if (n === 0) throw new Error(SHRUNK);
+    done += n;
+  }
+}
+
+async function readExact(handle: FileHandle, target: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < target.length; ) {
+    const { bytesRead } = await handle.read(target, done, target.length - done, position + done);
+    if (bytesRead === 0) throw new Error(SHRUNK);
+    done += bytesRead;
+  }
+}
+
+/** Synchronous reader of a safetensors file (weights or, with `opts`, a checkpoint), read in the stages above. */
+function readSafetensorsSync(path: string, o: CheckedParseOptions, what: string): LoadedWeights {
+  const fail = fileFail(path);
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (err) {
+    throw readError(path, err, what);
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const prefix = new Uint8Array(8);
+    if (size >= 8) readExactSync(fd, prefix, 0);
+    const headerLength = headerLengthOf(prefix, size, fail);
+    const headerBytes = new Uint8Array(headerLength);
+    readExactSync(fd, headerBytes, 8);
+    const layout = layoutOf(parseHeaderInline(headerBytes, fail), headerLength, size, o, fail);
+    const data = new Map<string, Float32Array>();
+    for (const s of layout.spans) {
+      const values = new Float32Array((s.end - s.begin) / 4);
+      readExactSync(fd, new Uint8Array(values.buffer), layout.dataStart + s.begin);
+      data.set(s.name, fromLittleEndian(values));
+    }
+    return assemble(layout, data, fail);
+  } catch (err) {
+    // An I/O error, or an allocation that failed for a huge (but consistent) file.
+    if (err instanceof MghfError) throw err;
+    throw readError(path, err, what);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** `readSafetensorsSync` with non-blocking reads and the header parsed on a worker thread. */
+export async function readSafetensorsFile(path: string, opts: ParseOptions, what: string): Promise<LoadedWeights> {
+  const o = checkParseOptions(opts);
+  const fail = fileFail(path);
+  let handle: FileHandle;
+  try {
+    handle = await fsp.open(path, 'r');
+  } catch (err) {
+    throw readError(path, err, what);
+  }
+  try {
+    const size = (await handle.stat()).size;
+    const prefix = new Uint8Array(8);
+    if (size >= 8) await readExact(handle, prefix, 0);
+    const headerLength = headerLengthOf(prefix, size, fail);
+    const headerBytes = new Uint8Array(headerLength);
+    await readExact(handle, headerBytes, 8);
+    const layout = layoutOf(await parseHeaderAsync(headerBytes, fail), headerLength, size, o, fail);
+    const data = new Map<string, Float32Array>();
+    for (const s of layout.spans) {
+      const values = new Float32Array((s.end - s.begin) / 4);
+      await readExact(handle, new Uint8Array(values.buffer), layout.dataStart + s.begin);
+      data.set(s.name, fromLittleEndian(values));
+    }
+    return assemble(layout, data, fail);
+  } catch (err) {
+    if (err instanceof MghfError) throw err;
+    throw readError(path, err, what);
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+/** Read and validate a DFE weights file (SPEC §9); the header is parsed off the event loop. */
 export async function loadWeights(path: string, opts: ParseOptions = {}): Promise<LoadedWeights> {
   checkPath(path);
-  let buf: Buffer;
-  try {
-    buf = await fsp.readFile(path);
-  } catch (err) {
-    throw readError(path, err);
-  }
-  return parseSafetensors(buf, path, opts);
+  return readSafetensorsFile(path, opts, 'weights file');
 }
 
 /** Synchronous `loadWeights`. */
 export function loadWeightsSync(path: string, opts: ParseOptions = {}): LoadedWeights {
   checkPath(path);
-  let buf: Buffer;
-  try {
-    buf = readFileSync(path);
-  } catch (err) {
-    throw readError(path, err);
-  }
-  return parseSafetensors(buf, path, opts);
+  return readSafetensorsSync(path, checkParseOptions(opts), 'weights file');
 }
 
 function checkPath(path: unknown): void {
   if (!is.string(path) || path.length === 0) throw invalidParameterError('E_ARGUMENT', 'path', 'a non-empty file path string', path);
 }
 
-function readError(path: string, err: unknown): MghfError {
-  return new MghfError('E_WEIGHTS_FILE', `Cannot read weights file ${path}: ${(err as Error)?.message ?? err}`, {
+function readError(path: string, err: unknown, what = 'weights file'): MghfError {
+  return new MghfError('E_WEIGHTS_FILE', `Cannot read ${what} ${path}: ${(err as Error)?.message ?? err}`, {
     argument: path,
     cause: err,
   });
@@ -539,10 +706,15 @@ export function createWeights(opts?: CreateWeightsOptions): DfeWeights {
     'opts',
     'E_OPTION',
   );
+  checkAllocation(parameterCount(arch), `createWeights(${archText(arch)})`);
   const random = SeededRandom.fromSeed(seed);
   const tensors: Record<string, Float32Array> = {};
-  for (const [name, dims] of weightShapes(arch)) {
-    tensors[name] = uniformTensor(random, elementCount(dims), fanIn(name, dims, arch));
+  try {
+    for (const [name, dims] of weightShapes(arch)) {
+      tensors[name] = uniformTensor(random, elementCount(dims), fanIn(name, dims, arch));
+    }
+  } catch (err) {
+    throw allocationError(err, parameterCount(arch), `createWeights(${archText(arch)})`);
   }
   return {
     ...arch,
@@ -556,6 +728,34 @@ export function createWeights(opts?: CreateWeightsOptions): DfeWeights {
       trainedOn: `untrained: createWeights(seed=${seed})`,
     },
   };
+}
+
+/**
+ * Most parameters createWeights / createHeadWeights allocate: 2^28 (1 GiB of float32). The
+ * default DFE has 72,704; the widest one the architecture bounds allow with the default expand
+ * (N = 4096) about 67 million. Checked before allocating, so an absurd request fails at once
+ * instead of after seconds of filling memory.
+ */
+export const MAX_CREATE_PARAMETERS = 2 ** 28;
+
+/** Throws E_LIMIT when `count` float32 parameters exceed MAX_CREATE_PARAMETERS. */
+export function checkAllocation(count: number, what: string): void {
+  if (count > MAX_CREATE_PARAMETERS) {
+    throw new MghfError(
+      'E_LIMIT',
+      `${what} would allocate ${count.toLocaleString('en-US')} parameters (${(count * 4 / 1e9).toFixed(1)} GB of float32), ` +
+        `over the limit of 2^28 = ${MAX_CREATE_PARAMETERS.toLocaleString('en-US')} (1 GiB); lower channels, blocks or expand ` +
+        `(the default DFE has 72,704)`,
+    );
+  }
+}
+
+/** An allocation failure (V8's RangeError) as a typed error; any other error as it is. */
+export function allocationError(err: unknown, count: number, what: string): unknown {
+  if (!(err instanceof RangeError)) return err;
+  return new MghfError('E_LIMIT', `${what}: out of memory allocating ${(count * 4 / 1e9).toFixed(2)} GB of parameters (${err.message})`, {
+    cause: err,
+  });
 }
 
 /** `count` values uniform in ±1/√fanIn (PyTorch's Conv2d/Linear default for weights and biases). */

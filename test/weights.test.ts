@@ -152,14 +152,14 @@ t.test('malformed files are typed errors naming the file and tensor', async (t) 
 
   const huge = Buffer.from(good);
   huge.writeBigUInt64LE(0xffffffffffffffffn, 0);
-  rejectsFile(t, huge, /exceeds the 100000000-byte limit/, 'header length huge');
+  rejectsFile(t, huge, /exceeds the 1000000-byte limit/, 'header length huge');
 
   const nonUtf8 = Buffer.from(good);
   nonUtf8[8 + 20] = 0xff;
   rejectsFile(t, nonUtf8, /not valid UTF-8/, 'non-UTF-8 header');
 
   const nonJson = Buffer.from(good);
-  nonJson[8] = 0x5b; // '[' … an unterminated array
+  nonJson[8 + 1] = 0x5b; // '{[' …
   rejectsFile(t, nonJson, /not valid JSON/, 'non-JSON header');
   rejectsFile(t, join2([1, 2], data), /not a JSON object/, 'array header');
 
