@@ -21,6 +21,7 @@ export {
   dfeFeatures,
   dfeFeaturesSync,
   LOSS_OPTION_NAMES,
+  estimateCost,
   type LossOptions,
   type LossResult,
   type LossParts,
@@ -30,6 +31,7 @@ export {
   type Device,
   type InputRange,
 } from './loss';
+export { type CostEstimate, OPTION_BOUNDS, MAX_FLOPS, MAX_MEMORY_FRACTION } from './limits';
 export { backendInfo, type BackendInfo } from './native';
 export {
   pretrain,

@@ -3,8 +3,9 @@
 
 import { type Device, resolveDevice } from './device';
 import { MghfError, invalidParameterError } from './errors';
+import { type CostEstimate, OPTION_BOUNDS, type BoundedOption, boundText, checkCost, checkReweight, featuresCost, inBound, lossCost } from './limits';
 import { NativeLossOptions, NativeLossResult, NativeWeights, native, rethrowNative } from './native';
-import { Tensor } from './tensor';
+import { Tensor, snapshotDims } from './tensor';
 import { ImageLayout, checkOptions, is, toImageTensor } from './validate';
 import { DfeWeights, checkWeights, defaultWeights } from './weights';
 
@@ -63,30 +64,31 @@ export interface LossResult {
   timings?: Record<string, number>;
 }
 
-const nonNegative = (v: unknown): v is number => is.number(v) && v >= 0;
-const positive = (v: unknown): v is number => is.number(v) && v > 0;
 const spec = <T>(value: T, expected: string, ok: (v: unknown) => v is T) => ({ default: value, expected, ok });
-const WEIGHT = 'a finite number ≥ 0 (a term weight cannot be negative)';
-const COUNT = 'an integer ≥ 1';
+// A numeric option within its documented range (lib/limits.ts says why each range is what it is).
+const bounded = (value: number, name: BoundedOption) => {
+  const b = OPTION_BOUNDS[name];
+  return spec(value, boundText(b), (v: unknown): v is number => inBound(v, b));
+};
 
 // The numeric and boolean options with their defaults (SPEC §4–7) and the check a value must pass.
 const VALUE_OPTIONS = {
-  gamma1: spec(2, WEIGHT, nonNegative),
-  gamma2: spec(1.5, WEIGHT, nonNegative),
-  gamma3: spec(1e-3, WEIGHT, nonNegative),
-  beta1: spec(0.1333, WEIGHT, nonNegative),
-  beta2: spec(1, WEIGHT, nonNegative),
-  beta3: spec(0.1333, WEIGHT, nonNegative),
-  M: spec(64, 'an integer ≥ 1 (the number of channels kept)', is.positiveInteger),
-  alpha: spec(1, 'a finite number ≥ 0', nonNegative),
-  gamma: spec(1, 'a finite number', is.number),
-  patch: spec(32, COUNT, is.positiveInteger),
-  stride: spec(16, COUNT, is.positiveInteger),
-  pmax: spec(256, COUNT, is.positiveInteger),
-  tau: spec(0.07, 'a finite number > 0', positive),
-  epsOt: spec(1, 'a finite number > 0', positive),
-  Q: spec(1, 'a finite number ≥ 0', nonNegative),
-  iters: spec(50, COUNT, is.positiveInteger),
+  gamma1: bounded(2, 'gamma1'),
+  gamma2: bounded(1.5, 'gamma2'),
+  gamma3: bounded(1e-3, 'gamma3'),
+  beta1: bounded(0.1333, 'beta1'),
+  beta2: bounded(1, 'beta2'),
+  beta3: bounded(0.1333, 'beta3'),
+  M: bounded(64, 'M'),
+  alpha: bounded(1, 'alpha'),
+  gamma: bounded(1, 'gamma'),
+  patch: bounded(32, 'patch'),
+  stride: bounded(16, 'stride'),
+  pmax: bounded(256, 'pmax'),
+  tau: bounded(0.07, 'tau'),
+  epsOt: bounded(1, 'epsOt'),
+  Q: bounded(1, 'Q'),
+  iters: bounded(50, 'iters'),
   sinkhornGrad: spec(true, 'a boolean', is.bool),
   returnDetails: spec(false, 'a boolean', is.bool),
   profile: spec(false, 'a boolean', is.bool),
@@ -131,9 +133,9 @@ function prepareCommon(o: Partial<Record<string, unknown>>): Prepared {
   };
 }
 
-function checkPair(srIn: unknown, gtIn: unknown, layout: ImageLayout): [Tensor, Tensor] {
-  const sr = toImageTensor(srIn, 'sr', layout);
-  const gt = toImageTensor(gtIn, 'gt', layout);
+function checkPair(srIn: unknown, gtIn: unknown, layout: ImageLayout, inputRange: InputRange): [Tensor, Tensor] {
+  const sr = toImageTensor(srIn, 'sr', layout, inputRange);
+  const gt = toImageTensor(gtIn, 'gt', layout, inputRange);
   if (sr.dims.some((d, i) => d !== gt.dims[i])) {
     throw new MghfError(
       'E_SHAPE',
@@ -164,7 +166,9 @@ function readValueOptions(o: Partial<Record<string, unknown>>): ValueOptions {
     if (!ok(v)) throw invalidParameterError('E_OPTION', `opts.${name}`, expected, v);
     values[name] = v;
   }
-  return values as ValueOptions;
+  const checked = values as ValueOptions;
+  checkReweight(checked.alpha, checked.gamma);
+  return checked;
 }
 
 const isArrayLike = (v: unknown): v is ArrayLike<unknown> =>
@@ -204,13 +208,14 @@ function prepareLoss(sr: unknown, gt: unknown, opts: unknown) {
   if (variant !== 'n' && variant !== 'c') throw invalidParameterError('E_OPTION', 'opts.variant', "'n' or 'c'", variant);
   const values = readValueOptions(o);
   const common = prepareCommon(o);
-  const [srT, gtT] = checkPair(sr, gt, common.layout);
+  const [srT, gtT] = checkPair(sr, gt, common.layout, common.inputRange);
   if (variant === 'c' && values.gamma3 > 0) {
     checkMinimumSize(srT, 'sr', values.patch, 'the LIP patch size, opts.patch', '; gamma3: 0 turns the LIP term off');
   }
   const B = srT.dims[0];
   const N = common.weights.channels;
   const M = Math.min(values.M, N);
+  checkCost(lossCost(costInput(srT.dims, common.weights, variant, values)), 'mghfLoss', srT.dims);
   const nativeOpts: NativeLossOptions = {
     ...values,
     variant,
@@ -292,9 +297,11 @@ export interface FeatureOptions {
 function prepareFeatures(x: unknown, opts: unknown) {
   const o = checkOptions(opts, FEATURE_OPTION_NAMES);
   const common = prepareCommon(o);
-  const xT = toImageTensor(x, 'x', common.layout);
+  const xT = toImageTensor(x, 'x', common.layout, common.inputRange);
   checkMinimumSize(xT, 'x', 2, "the DFE's reflection padding needs 2");
   const [b, , h, w] = xT.dims;
+  const { channels, blocks, expand } = common.weights;
+  checkCost(featuresCost(b, h, w, channels, blocks, expand), 'dfeFeatures', xT.dims);
   return { xT, common, dims: [b, common.weights.channels, h, w] };
 }
 
@@ -316,4 +323,42 @@ export function dfeFeaturesSync(x: Tensor | unknown, opts?: FeatureOptions): Ten
   } catch (err) {
     rethrowNative(err);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The up-front cost estimate (lib/limits.ts)
+
+let poolThreads: number | undefined;
+
+// Threads of the native pool, fixed when the addon loads: each keeps its own LIP buffers.
+function threads(): number {
+  return (poolThreads ??= native().info().threads);
+}
+
+function costInput(dims: readonly number[], arch: { channels: number; blocks: number; expand: number }, variant: Variant, v: ValueOptions) {
+  const [B, , H, W] = dims;
+  const { channels, blocks, expand } = arch;
+  return { B, H, W, channels, blocks, expand, variant, ...v, threads: threads() };
+}
+
+/**
+ * The estimated floating-point work and peak memory of `mghfLoss(sr, gt, opts)` for an `sr` of
+ * `dims` ([B, 3, H, W], or [B, H, W, 3] with layout 'NHWC'), with the limits a call must stay
+ * within (mghfLoss throws E_LIMIT beyond them). The options are checked as mghfLoss checks them.
+ */
+export function estimateCost(dims: readonly number[], opts?: LossOptions): CostEstimate {
+  const o = checkOptions(opts, LOSS_OPTION_NAMES);
+  const variant = o.variant ?? 'c';
+  if (variant !== 'n' && variant !== 'c') throw invalidParameterError('E_OPTION', 'opts.variant', "'n' or 'c'", variant);
+  const values = readValueOptions(o);
+  const layout = o.layout ?? 'NCHW';
+  if (layout !== 'NCHW' && layout !== 'NHWC') throw invalidParameterError('E_OPTION', 'opts.layout', "'NCHW' or 'NHWC'", layout);
+  const d = snapshotDims(dims, 'dims');
+  const channelAxis = layout === 'NCHW' ? 1 : 3;
+  if (!Array.isArray(d) || d.length !== 4 || !d.every(is.positiveInteger) || d[channelAxis] !== 3) {
+    throw invalidParameterError('E_SHAPE', 'dims', `[B, ${layout === 'NCHW' ? '3, H, W' : 'H, W, 3'}] positive integers`, dims);
+  }
+  const nchw = layout === 'NCHW' ? d : [d[0], 3, d[1], d[2]];
+  const arch = o.weights === undefined ? defaultWeights() : checkWeights(o.weights, 'opts.weights');
+  return lossCost(costInput(nchw as number[], arch, variant as Variant, values));
 }

@@ -42,7 +42,7 @@ const KEPT = [255, 140, 0];
  */
 export async function featureGrid(image: Tensor | unknown, opts?: FeatureGridOptions): Promise<FeatureGrid> {
   const o = checkOptions(opts, ['weights', 'cols', 'M'] as const);
-  const x = toImageTensor(image, 'image');
+  const x = toImageTensor(image, 'image', 'NCHW', 'unit');
   if (x.dims[0] !== 1) throw new MghfError('E_SHAPE', `Expected one image ([1,3,H,W]) for image but received a batch of ${x.dims[0]}`, { argument: 'image' });
   const cols0 = o.cols ?? 16;
   if (!is.positiveInteger(cols0)) throw invalidParameterError('E_OPTION', 'opts.cols', 'an integer ≥ 1', cols0);
