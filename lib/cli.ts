@@ -445,24 +445,38 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`mghf: ${err.message}\n\n${usage(err.command)}`);
       return 2;
     }
-    if (err instanceof MghfError) {
-      process.stderr.write(`mghf: ${err.message}\n`);
-      return 1;
-    }
-    // Not one of ours: a bug, so keep the stack.
-    process.stderr.write(`mghf: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.stderr.write(failureLine(err));
     return 1;
   }
 }
 
+/**
+ * One line for any failure, never a stack trace: an MghfError's message as it is; anything else
+ * (a RangeError from an allocation, a bug) by its name and first line, with the stack only when
+ * MGHF_DEBUG is set.
+ */
+export function failureLine(err: unknown): string {
+  if (process.env.MGHF_DEBUG && err instanceof Error && err.stack) return `mghf: ${err.stack}\n`;
+  if (err instanceof MghfError) return `mghf: ${err.message}\n`;
+  let text: string;
+  try {
+    text = err instanceof Error ? `${err.message}${err.name && err.name !== 'Error' ? ` (${err.name})` : ''}` : String(err);
+  } catch {
+    text = 'an error that cannot be described';
+  }
+  if (/allocation failed|out of memory/i.test(text)) text = `out of memory: ${text}`;
+  return `mghf: ${text.split('\n')[0]} (set MGHF_DEBUG=1 for details)\n`;
+}
+
 if (require.main === module) {
-  main(process.argv.slice(2)).then(
-    (code) => {
-      process.exitCode = code;
-    },
-    (err: unknown) => {
-      process.stderr.write(`mghf: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exitCode = 1;
-    },
-  );
+  // Whatever escapes (a rejection nobody awaited, an exception in a callback) still ends as one line.
+  const die = (err: unknown) => {
+    process.stderr.write(failureLine(err));
+    process.exit(1);
+  };
+  process.on('uncaughtException', die);
+  process.on('unhandledRejection', die);
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  }, die);
 }

@@ -13,6 +13,7 @@ import sharp from 'sharp';
 import { MghfError, invalidParameterError } from './errors';
 import { is } from './validate';
 import { SeededRandom } from './weights';
+import { imageErrorText } from './image';
 
 /** File name endings read as images (compared case-insensitively: ImageNet's files end in .JPEG). */
 export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.webp', '.tif', '.tiff'];
@@ -410,7 +411,8 @@ export class BatchLoader {
     } catch (err) {
       if (!this.unreadable.has(path)) {
         this.unreadable.add(path);
-        const reason = String((err as Error)?.message ?? err).split('\n')[0];
+        // "permission denied" rather than sharp's "unsupported image format" for a file it cannot open.
+        const reason = await imageErrorText(path, err);
         const fate = mode === 'replace' ? 'the next readable image of its batch takes its place' : 'left out of validation';
         this.onWarning(`Skipping unreadable image ${path} (${reason}); ${fate}`);
       }
