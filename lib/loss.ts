@@ -5,7 +5,7 @@ import { type Device, resolveDevice } from './device';
 import { MghfError, invalidParameterError } from './errors';
 import { type CostEstimate, OPTION_BOUNDS, type BoundedOption, boundText, checkCost, checkReweight, featuresCost, inBound, lossCost } from './limits';
 import { NativeLossOptions, NativeLossResult, NativeWeights, native, rethrowNative } from './native';
-import { Tensor, snapshotDims } from './tensor';
+import { Tensor, errorText, snapshotDims } from './tensor';
 import { ImageLayout, checkOptions, is, toImageTensor } from './validate';
 import { DfeWeights, checkWeights, defaultWeights } from './weights';
 
@@ -180,7 +180,18 @@ const isArrayLike = (v: unknown): v is ArrayLike<unknown> =>
  */
 function toSelected(value: unknown, B: number, M: number, N: number): Int32Array | null {
   if (value === undefined || value === null) return null;
-  const rows = Array.isArray(value) && value.length > 0 && value.every(isArrayLike) ? (value as ArrayLike<unknown>[]) : undefined;
+  // User arrays may have getters that throw: any such failure is an E_OPTION naming the option.
+  try {
+    return readSelected(value, B, M, N);
+  } catch (err) {
+    if (err instanceof MghfError) throw err;
+    throw new MghfError('E_OPTION', `Could not read opts.selected: ${errorText(err)}`, { argument: 'opts.selected', cause: err });
+  }
+}
+
+function readSelected(value: unknown, B: number, M: number, N: number): Int32Array {
+  // Rows only when there are B of them: `every` over a huge sparse array would take for ever.
+  const rows = Array.isArray(value) && value.length === B && value.every(isArrayLike) ? (value as ArrayLike<unknown>[]) : undefined;
   const flat = rows === undefined && isArrayLike(value) ? value : undefined;
   if (rows ? rows.length !== B || rows.some((r) => r.length !== M) : flat?.length !== B * M) {
     const expected = `${B} row(s) of ${M} channel indices ([B][M] or flat; M = min(opts.M, channels) = ${M})`;

@@ -26,6 +26,8 @@ export const HEADER_LIMITS = Object.freeze({
   depth: 8,
   /** Keys in the whole header: a 64-block checkpoint has about 9,000. */
   keys: 65_536,
+  /** Values (objects, arrays, strings, numbers, literals) in the whole header: that checkpoint has about 22,000. */
+  values: 100_000,
   /** Characters in one key: tensor names are a few dozen. */
   keyLength: 1_024,
   /** Characters in one number: shapes and offsets are integers of at most 16 digits. */
@@ -36,7 +38,7 @@ export const HEADER_LIMITS = Object.freeze({
  * The JSON value of a safetensors header given as its raw bytes. Throws a plain Error whose
  * message says what is wrong (the caller names the file): not starting with '{' (no BOM, no
  * leading whitespace), invalid UTF-8, invalid JSON, a duplicate key at any level (named), nesting
- * deeper than 8, more than 65,536 keys, a key over 1,024 characters, a number literal over 64
+ * deeper than 8, more than 65,536 keys or 100,000 values, a key over 1,024 characters, a number literal over 64
  * characters or outside the double range, a lone UTF-16 surrogate escape, or anything but spaces
  * after the closing brace (writers pad the header with spaces).
  */
@@ -44,6 +46,7 @@ export function parseHeaderJson(bytes: Uint8Array): unknown {
   // Repeated here rather than read from HEADER_LIMITS: this function must stand alone (see above).
   const MAX_DEPTH = 8;
   const MAX_KEYS = 65536;
+  const MAX_VALUES = 100000;
   const MAX_KEY_LENGTH = 1024;
   const MAX_NUMBER_LENGTH = 64;
 
@@ -62,6 +65,7 @@ export function parseHeaderJson(bytes: Uint8Array): unknown {
 
   let pos = 0;
   let keys = 0;
+  let values = 0;
   const at = (): string => `at character ${pos}`;
   const fail = (what: string): never => {
     throw new Error(`header is not valid JSON: ${what}`);
@@ -170,6 +174,7 @@ export function parseHeaderJson(bytes: Uint8Array): unknown {
 
   // `where` names the enclosing object for a duplicate-key message ('the header', '"__metadata__"', …).
   const parseValue = (depth: number, where: string): unknown => {
+    if (++values > MAX_VALUES) return fail(`more than ${MAX_VALUES} values`);
     skipSpace();
     const c = text.charCodeAt(pos);
     if (c === 0x7b || c === 0x5b) {
