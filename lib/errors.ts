@@ -91,9 +91,12 @@ function describeUnchecked(value: unknown): string {
   }
   if (value instanceof ArrayBuffer) return `ArrayBuffer(${value.byteLength})`;
   if (Array.isArray(value)) {
-    const simple = value.every((v) => v === null || (typeof v !== 'object' && typeof v !== 'function'));
-    if (value.length <= MAX_ARRAY_ITEMS && simple) return `[${value.map(describe).join(',')}]`;
-    return `Array(${value.length})`;
+    // The length first: a Proxy can claim 2^32 − 1 elements, and nothing here may iterate them.
+    const length = value.length;
+    if (length > MAX_ARRAY_ITEMS) return `Array(${length})`;
+    const items = Array.from({ length }, (_, i) => value[i]);
+    const simple = items.every((v) => v === null || (typeof v !== 'object' && typeof v !== 'function'));
+    return simple ? `[${items.map(describe).join(',')}]` : `Array(${length})`;
   }
   // Only objects are left once every primitive type has returned above.
   const name = constructorName(value as object);

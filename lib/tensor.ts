@@ -26,6 +26,9 @@ export class Tensor {
     checkTensorParts(data, snapshot, 'tensor');
     this.data = genuineFloat32(data);
     this.dims = Object.freeze(snapshot as number[]);
+    // Checked once, so fixed: `Tensor.from` trusts a Tensor without checking it again.
+    const fixed = { writable: false, configurable: false };
+    Object.defineProperties(this, { type: fixed, data: fixed, dims: fixed });
   }
 
   /**

@@ -600,6 +600,14 @@ export function serializeTensors(metadata: Record<string, string>, entries: read
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   // Pad so the data section starts 8-byte aligned (readers mapping the file can view it directly).
   const headerLength = Math.ceil(json.length / 8) * 8;
+  if (headerLength > MAX_HEADER_BYTES) {
+    // Never write a file this library would refuse to read (a checkpoint with very many class names).
+    throw new MghfError(
+      'E_LIMIT',
+      `The safetensors header would be ${headerLength} bytes, over the ${MAX_HEADER_BYTES}-byte limit the reader accepts ` +
+        `(${entries.length} tensors, ${Object.keys(metadata).length} metadata keys); shorten the metadata (class names)`,
+    );
+  }
   const out = Buffer.alloc(8 + headerLength + offset);
   out.writeBigUInt64LE(BigInt(headerLength), 0);
   json.copy(out, 8);
