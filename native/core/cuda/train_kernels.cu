@@ -401,7 +401,7 @@ __global__ void adam_kernel(int64_t n, float* __restrict__ p, float* __restrict_
 __global__ void nonfinite_kernel(int64_t n, const double* __restrict__ g, int* __restrict__ flag) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    if (!isfinite(g[i])) *flag = 1;  // every writer writes the same value
+    if (!isfinite(g[i])) atomicOr(flag, 1);  // many writers: atomically (a plain store would race)
 }
 
 }  // namespace
