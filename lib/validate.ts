@@ -69,8 +69,8 @@ function describeKey(key: string): string {
   return oneLine.length > 40 ? `${oneLine.slice(0, 40)}…` : oneLine;
 }
 
-/** The valid name nearest to `key` (case-insensitive edit distance ≤ 2, and shorter than the name). */
-function closestName(key: string, valid: readonly string[]): string | undefined {
+/** The valid name nearest to `key` (case-insensitive edit distance ≤ 2, and shorter than the name); the CLI's "did you mean" uses it too. */
+export function closestName(key: string, valid: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const name of valid) {
