@@ -43,3 +43,14 @@ export {
 } from './pretrain';
 export { createHeadWeights, loadCheckpoint, type Checkpoint, type CreateHeadOptions } from './checkpoint';
 export { featureGrid, type FeatureGrid, type FeatureGridOptions } from './show';
+export {
+  loadImage,
+  loadImages,
+  saveImage,
+  MAX_IMAGE_BYTES,
+  MAX_BATCH_BYTES,
+  type ImageSource,
+  type LoadImageOptions,
+  type SaveImageOptions,
+} from './image';
+export { type ImageLayout } from './validate';

@@ -5,7 +5,7 @@ import { type Device, resolveDevice } from './device';
 import { MghfError, invalidParameterError } from './errors';
 import { type CostEstimate, OPTION_BOUNDS, type BoundedOption, boundText, checkCost, checkReweight, featuresCost, inBound, lossCost } from './limits';
 import { NativeLossOptions, NativeLossResult, NativeWeights, native, rethrowNative } from './native';
-import { Tensor, errorText, snapshotDims } from './tensor';
+import { Tensor, type TensorLike, errorText, snapshotDims } from './tensor';
 import { ImageLayout, checkOptions, is, toImageTensor } from './validate';
 import { DfeWeights, checkWeights, defaultWeights } from './weights';
 
@@ -277,7 +277,7 @@ function toRows(flat: Float64Array | Int32Array, B: number): number[][] {
  * The MGHF loss of sr against gt and its gradient ∂L/∂sr, computed off the event loop.
  * sr, gt: float32 [B, 3, H, W] (or [B, H, W, 3] with layout 'NHWC'), values in [0, 1].
  */
-export async function mghfLoss(sr: Tensor | unknown, gt: Tensor | unknown, opts?: LossOptions): Promise<LossResult> {
+export async function mghfLoss(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): Promise<LossResult> {
   const { srT, gtT, common, nativeOpts } = prepareLoss(sr, gt, opts);
   let r;
   try {
@@ -289,7 +289,7 @@ export async function mghfLoss(sr: Tensor | unknown, gt: Tensor | unknown, opts?
 }
 
 /** mghfLoss on the calling thread (blocks the event loop for the whole computation). */
-export function mghfLossSync(sr: Tensor | unknown, gt: Tensor | unknown, opts?: LossOptions): LossResult {
+export function mghfLossSync(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): LossResult {
   const { srT, gtT, common, nativeOpts } = prepareLoss(sr, gt, opts);
   try {
     return toResult(native().lossSync(srT.data, gtT.data, [...srT.dims], common.weights, nativeOpts), srT.dims, common.layout);
@@ -317,7 +317,7 @@ function prepareFeatures(x: unknown, opts: unknown) {
 }
 
 /** The DFE features F = DFE(x) of SPEC §2: [B, N, H, W], NCHW whatever the input layout. */
-export async function dfeFeatures(x: Tensor | unknown, opts?: FeatureOptions): Promise<Tensor> {
+export async function dfeFeatures(x: Tensor | TensorLike, opts?: FeatureOptions): Promise<Tensor> {
   const { xT, common, dims } = prepareFeatures(x, opts);
   try {
     const F = await native().features(xT.data, [...xT.dims], common.weights, { inputRange: common.inputRange, device: common.device, deviceIndex: common.deviceIndex });
@@ -327,7 +327,7 @@ export async function dfeFeatures(x: Tensor | unknown, opts?: FeatureOptions): P
   }
 }
 
-export function dfeFeaturesSync(x: Tensor | unknown, opts?: FeatureOptions): Tensor {
+export function dfeFeaturesSync(x: Tensor | TensorLike, opts?: FeatureOptions): Tensor {
   const { xT, common, dims } = prepareFeatures(x, opts);
   try {
     return new Tensor(native().featuresSync(xT.data, [...xT.dims], common.weights, { inputRange: common.inputRange, device: common.device, deviceIndex: common.deviceIndex }), dims);

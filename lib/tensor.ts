@@ -7,12 +7,21 @@
 import { types } from 'node:util';
 import { MghfError, describe, invalidParameterError } from './errors';
 
-/** Anything shaped like a tensor: an onnxruntime Tensor, a `Tensor`, a plain object. */
+/**
+ * Anything shaped like a tensor that the library accepts where it takes a tensor: a `Tensor`, an
+ * onnxruntime Tensor, or a plain `{ type: 'float32', data, dims }` object. At run time `data` must
+ * be a Float32Array (anything else is E_DTYPE), `type` absent or 'float32', and `dims` positive
+ * integers with ∏dims = data.length (E_SHAPE).
+ */
 export interface TensorLike {
+  /** 'float32' (onnxruntime's name), or absent. */
   type?: string;
-  // ArrayLike so foreign tensor types are assignable without casts; the runtime check below
-  // still demands a Float32Array.
-  data: ArrayLike<number> | Float32Array;
+  /**
+   * The values, row-major. Typed wider than Float32Array so that an onnxruntime `Tensor` (whose
+   * `data` is a union over every dtype) is assignable without a cast; the run-time check still
+   * demands a Float32Array.
+   */
+  data: Float32Array | ArrayLike<unknown>;
   dims: readonly number[];
 }
 
