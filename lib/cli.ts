@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Device } from './device';
 import { MghfError } from './errors';
+import { closestName } from './validate';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 type Values = Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -23,7 +24,7 @@ interface Command {
   run(values: Values): Promise<number>;
 }
 
-/** A command-line mistake: printed with the usage, exit code 2. */
+/** A command-line mistake: one line, then where the usage is; exit code 2. */
 class UsageError extends Error {
   constructor(
     message: string,
@@ -37,20 +38,116 @@ class UsageError extends Error {
 // mghf score
 
 const VARIANTS = ['n', 'c'] as const;
-// Report order of the parts (SPEC §7).
-const PART_ORDER = ['n', 'csc', 'mse', 'corr', 'gram', 'lip'] as const;
+type CliVariant = (typeof VARIANTS)[number];
+
+/**
+ * The weights of the total (SPEC §7), passed to the loss explicitly so that the weights printed are
+ * the ones used: MGHF-c L = Γ1·n + Γ2·csc + Γ3·lip with csc = β1·mse + β2·corr + β3·gram;
+ * MGHF-n L = n (no Γ).
+ */
+const GAMMAS = { gamma1: 2, gamma2: 1.5, gamma3: 1e-3 } as const;
+const BETAS = { beta1: 0.1333, beta2: 1, beta3: 0.1333 } as const;
+
+interface PartRow {
+  name: 'n' | 'csc' | 'mse' | 'corr' | 'gram' | 'lip';
+  /** The part as the library reports it, unweighted. */
+  value: number;
+  /** Its factor in the total: Γ for n, csc and lip; Γ2·β for mse, corr and gram; 1 for MGHF-n's n. */
+  weight: number;
+  /** weight × value. The top-level rows (n, csc, lip) add up to the loss. */
+  contribution: number;
+  /** contribution / loss in percent; null when the loss is 0. */
+  share: number | null;
+  /** Set on mse, corr and gram: their contributions add up to csc's. */
+  partOf?: 'csc';
+}
+
+/** The rows of the score table, in the order of the total (SPEC §7), skipped parts left out. */
+export function scoreRows(variant: CliVariant, loss: number, parts: Record<string, number>, skipped: readonly string[]): PartRow[] {
+  const { gamma1, gamma2, gamma3 } = GAMMAS;
+  const { beta1, beta2, beta3 } = BETAS;
+  const layout: Array<[PartRow['name'], number, boolean]> =
+    variant === 'n'
+      ? [['n', 1, false]]
+      : [
+          ['n', gamma1, false],
+          ['csc', gamma2, false],
+          ['mse', gamma2 * beta1, true],
+          ['corr', gamma2 * beta2, true],
+          ['gram', gamma2 * beta3, true],
+          ['lip', gamma3, false],
+        ];
+  const skip = new Set(skipped);
+  return layout
+    .filter(([name]) => !skip.has(name))
+    .map(([name, weight, sub]) => {
+      const value = parts[name];
+      const contribution = weight * value;
+      return {
+        name,
+        value,
+        weight,
+        contribution,
+        share: loss !== 0 && Number.isFinite(loss) ? (100 * contribution) / loss : null,
+        ...(sub ? { partOf: 'csc' as const } : {}),
+      };
+    });
+}
+
+/** --device as given (auto, cpu, cuda, cuda:N), checked for its form; usability is the library's check. */
+function deviceFlag(values: Values, command: string): Device {
+  const device = ((values.device as string | undefined) ?? 'auto') as Device;
+  if (device !== 'auto' && device !== 'cpu' && !/^cuda(:\d+)?$/.test(device)) {
+    throw new UsageError(`--device must be auto, cpu, cuda or cuda:N, got ${JSON.stringify(device)}`, command);
+  }
+  return device;
+}
+
+/** The device a command runs on, 'cpu' or 'cuda:N'; an unusable CUDA is E_UNSUPPORTED saying why. */
+async function resolveDeviceFlag(device: Device): Promise<{ name: 'cpu' | `cuda:${number}`; backend: Record<string, unknown> }> {
+  const { resolveDevice, deviceName } = await import('./device');
+  const { backendInfo } = await import('./native');
+  const resolved = resolveDevice(device, '--device');
+  const info = backendInfo();
+  const backend: Record<string, unknown> = { binary: info.binary, isa: info.isa, threads: info.threads };
+  if (resolved.device === 'cuda') {
+    if (resolved.deviceIndex === 0 && info.deviceName) backend.deviceName = info.deviceName;
+    if (resolved.deviceIndex === 0 && info.computeCapability) backend.computeCapability = info.computeCapability;
+    if (info.cudaRuntimeVersion) backend.cudaRuntimeVersion = info.cudaRuntimeVersion;
+  }
+  return { name: deviceName(resolved) as 'cpu' | `cuda:${number}`, backend };
+}
+
+/**
+ * E_TOO_SMALL from the library names its options (opts.patch, gamma3); on the command line the
+ * way out is --variant n (no LIP patches) or a larger image.
+ */
+function tooSmallForCli(err: unknown, variant: CliVariant, width: number, height: number): unknown {
+  if (!(err instanceof MghfError) || err.code !== 'E_TOO_SMALL') return err;
+  const min = Number(/at least (\d+)×/.exec(err.message)?.[1] ?? NaN);
+  const lip = variant === 'c' && !(min <= 2);
+  const message = lip
+    ? `The images are ${width}×${height} pixels, smaller than the ${Number.isFinite(min) ? `${min}×${min} ` : ''}patches ` +
+      `of MGHF-c's LIP term: use --variant n (the feature MSE, no patches), or images at least ` +
+      `${Number.isFinite(min) ? `${min}×${min}` : 'that size'}`
+    : `The images are ${width}×${height} pixels, too small for the feature extractor: use images at least 2×2`;
+  return new MghfError('E_TOO_SMALL', message, { argument: err.argument ?? 'sr', cause: err });
+}
 
 async function runScore(values: Values): Promise<number> {
   const sr = requireString(values, 'sr', 'score');
   const gt = requireString(values, 'gt', 'score');
-  const variant = values.variant as string | undefined;
-  if (variant !== undefined && !(VARIANTS as readonly string[]).includes(variant)) {
-    throw new UsageError(`--variant must be one of ${VARIANTS.join(', ')}, got ${JSON.stringify(variant)}`, 'score');
+  const variantFlag = values.variant as string | undefined;
+  if (variantFlag !== undefined && !(VARIANTS as readonly string[]).includes(variantFlag)) {
+    throw new UsageError(`--variant must be one of ${VARIANTS.join(', ')}, got ${JSON.stringify(variantFlag)}`, 'score');
   }
+  const variant = (variantFlag ?? 'c') as CliVariant;
+  const deviceWanted = deviceFlag(values, 'score');
 
   // Loaded here, not at the top, so `mghf --help` works even when the native addon does not load.
   const { decodeImage } = await import('./image');
   const lib = await import('./index');
+  const device = await resolveDeviceFlag(deviceWanted);
 
   const [srImage, gtImage] = await Promise.all([decodeImage(sr), decodeImage(gt)]);
   const [, , hs, ws] = srImage.dims;
@@ -63,35 +160,72 @@ async function runScore(values: Values): Promise<number> {
     );
   }
   const weights = typeof values.weights === 'string' ? await lib.loadWeights(values.weights) : undefined;
-  const result = await lib.mghfLoss(srImage, gtImage, {
-    device: 'cpu',
-    ...(variant !== undefined ? { variant: variant as (typeof VARIANTS)[number] } : {}),
-    ...(weights !== undefined ? { weights } : {}),
-  });
+  let result;
+  try {
+    // TODO(issue 14, item 4): forward-only call (grad: false) once lib/loss.ts has it; this computes the gradient too.
+    result = await lib.mghfLoss(srImage, gtImage, {
+      device: device.name,
+      variant,
+      ...(variant === 'c' ? { ...GAMMAS, ...BETAS } : {}),
+      ...(weights !== undefined ? { weights } : {}),
+    });
+  } catch (err) {
+    throw tooSmallForCli(err, variant, ws, hs);
+  }
 
-  // Skipped parts are reported as 0 by the library; print only the parts that were computed.
-  const skipped = new Set<string>(result.skipped);
-  const parts = PART_ORDER.filter((k) => !skipped.has(k));
+  const rows = scoreRows(variant, result.loss, result.parts, result.skipped);
   if (values.json) {
     const out = {
       sr,
       gt,
       width: ws,
       height: hs,
-      variant: variant ?? 'c',
+      variant,
+      device: device.name,
+      backend: device.backend,
       weights: typeof values.weights === 'string' ? values.weights : null,
       loss: result.loss,
-      parts: Object.fromEntries(parts.map((k) => [k, result.parts[k]])),
+      parts: Object.fromEntries(rows.map(({ name, ...row }) => [name, row])),
       skipped: result.skipped,
     };
     process.stdout.write(JSON.stringify(out) + '\n');
     return 0;
   }
-  const lines = [`loss   ${formatNumber(result.loss)}   (${ws}×${hs}, variant ${variant ?? 'c'})`];
-  for (const k of parts) lines.push(`  ${k.padEnd(5)}${formatNumber(result.parts[k])}`);
-  if (skipped.size > 0) lines.push(`skipped: ${[...skipped].join(', ')}`);
-  process.stdout.write(lines.join('\n') + '\n');
+  process.stdout.write(formatScoreTable(result.loss, rows, { width: ws, height: hs, variant, device: device.name, skipped: result.skipped }));
   return 0;
+}
+
+/** The score as a table: one row per part, the csc terms indented under csc. */
+export function formatScoreTable(
+  loss: number,
+  rows: readonly PartRow[],
+  about: { width: number; height: number; variant: CliVariant; device: string; skipped: readonly string[] },
+): string {
+  const cells = rows.map((r) => [
+    (r.partOf ? '    ' : '  ') + r.name,
+    formatNumber(r.value),
+    String(Number(r.weight.toPrecision(6))),
+    formatNumber(r.contribution),
+    r.share === null ? '-' : `${r.share.toFixed(1)}%`,
+  ]);
+  const head = ['  part', 'value', 'weight', 'contribution', 'share'];
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  const line = (c: string[]) => c.map((x, i) => (i === 0 ? x.padEnd(widths[i]) : x.padStart(widths[i]))).join('   ').trimEnd();
+  const name = about.variant === 'c' ? 'MGHF-c' : 'MGHF-n';
+  const lines = [`loss ${formatNumber(loss)}   (${about.width}×${about.height}, ${name}, on ${about.device})`, '', line(head), ...cells.map(line), ''];
+  if (about.variant === 'c') {
+    lines.push(
+      'contribution = weight × value: n, csc and lip add up to the loss; mse, corr and gram to csc.',
+      `weights: Γ1 = ${GAMMAS.gamma1} (n), Γ2 = ${GAMMAS.gamma2} (csc), Γ3 = ${GAMMAS.gamma3} (lip); ` +
+        `mse, corr, gram: Γ2·β with β = ${BETAS.beta1}, ${BETAS.beta2}, ${BETAS.beta3}`,
+    );
+  } else {
+    lines.push('MGHF-n: the loss is the feature MSE n, unweighted.');
+  }
+  // Parts of the variant that were not computed (a weight of 0); MGHF-n's missing parts are not "skipped".
+  const skipped = about.variant === 'c' ? about.skipped : [];
+  if (skipped.length > 0) lines.push(`skipped: ${skipped.join(', ')}`);
+  return lines.join('\n') + '\n';
 }
 
 function formatNumber(x: number): string {
@@ -145,10 +279,7 @@ async function runPretrainCommand(values: Values): Promise<number> {
   const data = values.data as string | undefined;
   const resume = values.resume as string | undefined;
   if (data === undefined && resume === undefined) throw new UsageError('missing --data (or --resume with a checkpoint)', command);
-  const device = ((values.device as string | undefined) ?? 'auto') as Device;
-  if (device !== 'auto' && device !== 'cpu' && !/^cuda(:\d+)?$/.test(device)) {
-    throw new UsageError(`--device must be auto, cpu, cuda or cuda:N, got ${JSON.stringify(device)}`, command);
-  }
+  const device = deviceFlag(values, command);
   const opts = {
     ...(data !== undefined ? { data } : {}),
     ...(resume !== undefined ? { resume } : {}),
@@ -274,19 +405,23 @@ async function runDoctorCommand(values: Values): Promise<number> {
 const COMMANDS: Record<string, Command> = {
   score: {
     summary: 'MGHF loss between a super-resolved image and its ground truth',
-    synopsis: '--sr <image> --gt <image> [--weights <file.safetensors>] [--variant n|c] [--json]',
+    synopsis: '--sr <image> --gt <image> [--weights <file.safetensors>] [--variant n|c] [--device auto|cpu|cuda[:N]] [--json]',
     details: [
       '  --sr <image>        super-resolved image (PNG, JPEG, WebP, TIFF, …)',
       '  --gt <image>        ground-truth image, same size',
       '  --weights <file>    DFE weights (safetensors, SPEC §9); default: the library default',
       '  --variant n|c       MGHF-n (feature MSE only) or MGHF-c (full loss); default c',
+      '  --device D          auto (CUDA device 0 when usable, else the CPU), cpu, cuda or cuda:N',
       '  --json              print one JSON object instead of a table',
+      '  Prints each part unweighted, its weight in the total, its contribution (weight × value)',
+      '  and its share of the loss.',
     ].join('\n'),
     options: {
       sr: { type: 'string' },
       gt: { type: 'string' },
       weights: { type: 'string' },
       variant: { type: 'string' },
+      device: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -386,8 +521,42 @@ function usage(command?: string): string {
     .join('\n');
   return (
     `Usage: mghf <command> [options]\n\n${synopses}\n  mghf help [command]\n  mghf --version\n\n` +
-    `Commands:\n${list}\n\nRun 'mghf help <command>' for a command's options.\n`
+    `Commands:\n${list}\n\nRun "npx mghf help <command>" for a command's options.\n`
   );
+}
+
+/** The line after a usage error: where the full usage is. */
+function usageHint(command?: string): string {
+  return command === undefined ? 'run "npx mghf help" for the commands' : `run "npx mghf help ${command}" for usage`;
+}
+
+function unknownCommand(name: string): string {
+  const suggestion = closestName(name, Object.keys(COMMANDS));
+  return `mghf: unknown command '${oneLine(name)}'${suggestion ? ` (did you mean '${suggestion}'?)` : ''}\n${usageHint()}\n`;
+}
+
+const oneLine = (s: string) => (s.length > 60 ? `${s.slice(0, 60)}…` : s).replace(/[\u0000-\u001f]/g, '?');
+
+/** parseArgs' errors in the CLI's words: an unknown flag with the nearest known one, a flag without its value, a stray argument. */
+function parseArgsMessage(err: Error, command: Command): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const flags = Object.keys(command.options);
+  if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const flag = /'([^']*)'/.exec(err.message)?.[1] ?? '';
+    const suggestion = closestName(flag.replace(/^-+/, '').split('=')[0], flags);
+    return `unknown flag ${oneLine(flag)}${suggestion ? ` (did you mean --${suggestion}?)` : ''}`;
+  }
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    const m = /^Option '(-\S+)(?: <value>)?' argument missing/.exec(err.message);
+    if (m) return `${m[1]} needs a value`;
+    const b = /^Option '(-\S+)' does not take an argument/.exec(err.message);
+    if (b) return `${b[1]} takes no value`;
+  }
+  if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+    const arg = /'([^']*)'/.exec(err.message)?.[1] ?? '';
+    return `unexpected argument '${oneLine(arg)}': every input is given with a flag (--name value)`;
+  }
+  return err.message.split('\n')[0];
 }
 
 function version(): string {
@@ -407,8 +576,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (name === '--help' || name === '-h' || name === 'help') {
     const topic = name === 'help' ? rest[0] : undefined;
-    if (topic !== undefined && !COMMANDS[topic]) {
-      process.stderr.write(`mghf: unknown command '${topic}'\n\n${usage()}`);
+    if (topic !== undefined && !Object.prototype.hasOwnProperty.call(COMMANDS, topic)) {
+      process.stderr.write(unknownCommand(topic));
       return 2;
     }
     process.stdout.write(usage(topic));
@@ -420,7 +589,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const command = Object.prototype.hasOwnProperty.call(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (command === undefined) {
-    process.stderr.write(`mghf: unknown command '${name}'\n\n${usage()}`);
+    process.stderr.write(unknownCommand(name));
     return 2;
   }
 
@@ -432,7 +601,7 @@ export async function main(argv: string[]): Promise<number> {
       // parseArgs reports unknown flags, missing values and stray positionals as TypeErrors
       // with an ERR_PARSE_ARGS_* code.
       const code = (err as NodeJS.ErrnoException).code;
-      if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) throw new UsageError((err as Error).message, name);
+      if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) throw new UsageError(parseArgsMessage(err as Error, command), name);
       throw err;
     }
     if (values.help) {
@@ -442,7 +611,7 @@ export async function main(argv: string[]): Promise<number> {
     return await command.run(values);
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`mghf: ${err.message}\n\n${usage(err.command)}`);
+      process.stderr.write(`mghf: ${err.message}\n${usageHint(err.command)}\n`);
       return 2;
     }
     process.stderr.write(failureLine(err));
