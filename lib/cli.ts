@@ -375,16 +375,26 @@ async function runShow(values: Values): Promise<number> {
   const image = requireString(values, 'image', 'show');
   const out = requireString(values, 'out', 'show');
   const cols = intFlag(values, 'cols', 'show');
+  const tile = intFlag(values, 'tile', 'show');
+  if (tile !== undefined && tile > 8192) throw new UsageError(`--tile must be at most 8192, got ${tile}`, 'show');
+  const deviceWanted = deviceFlag(values, 'show');
   const { decodeImage } = await import('./image');
   const lib = await import('./index');
   const { writeFeatureGrid } = await import('./show');
+  const device = await resolveDeviceFlag(deviceWanted);
   const x = await decodeImage(image);
   const weights = typeof values.weights === 'string' ? await lib.loadWeights(values.weights) : undefined;
-  const grid = await lib.featureGrid(x, { ...(weights ? { weights } : {}), ...(cols !== undefined ? { cols } : {}) });
+  const grid = await lib.featureGrid(x, {
+    device: device.name,
+    ...(weights ? { weights } : {}),
+    ...(cols !== undefined ? { cols } : {}),
+    ...(tile !== undefined ? { tile } : {}),
+  });
   await writeFeatureGrid(grid, out);
   process.stdout.write(
-    `Wrote ${out}: ${grid.maps} feature maps in ${grid.cols}×${grid.rows} (${grid.width}×${grid.height} px); ` +
-      `the ${grid.selected.length} kept by the entropy step are framed in orange\n`,
+    `Wrote ${out}: ${grid.maps} feature maps in ${grid.cols}×${grid.rows} tiles of ${grid.tileWidth}×${grid.tileHeight} px ` +
+      `(${grid.width}×${grid.height} px, on ${device.name}); each labelled #channel and importance, ` +
+      `the ${grid.selected.length} kept by the entropy step framed in orange\n`,
   );
   return 0;
 }
@@ -465,18 +475,25 @@ const COMMANDS: Record<string, Command> = {
   },
   show: {
     summary: 'a picture of the DFE feature maps of an image, the maps the entropy step keeps framed',
-    synopsis: '--image <image> --out <maps.png> [--weights <file.safetensors>] [--cols 16]',
+    synopsis: '--image <image> --out <maps.png> [--weights <file.safetensors>] [--cols 16] [--tile N] [--device auto|cpu|cuda[:N]]',
     details: [
       '  --image <image>     the image (PNG, JPEG, WebP, TIFF, …)',
       '  --out <file>        the grid picture (format from the extension, e.g. .png)',
       '  --weights <file>    DFE weights (safetensors, SPEC §9); default: the library default',
       '  --cols N            maps per row (default 16)',
+      '  --tile N            the longer side of each map in pixels (default: the image\'s, at least 64,',
+      '                      and at most what keeps the picture within 4096 pixels wide)',
+      '  --device D          auto (CUDA device 0 when usable, else the CPU), cpu, cuda or cuda:N',
+      '  Each map is labelled with its channel number and importance (SPEC §4); the maps the',
+      '  entropy step keeps are framed in orange.',
     ].join('\n'),
     options: {
       image: { type: 'string' },
       out: { type: 'string' },
       weights: { type: 'string' },
       cols: { type: 'string' },
+      tile: { type: 'string' },
+      device: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     run: runShow,
