@@ -1,4 +1,4 @@
-// The pretraining classifier head (SPEC §10) and the checkpoint file: a SPEC §9 safetensors file
+// The pretraining classifier head (docs/MATH.md §10) and the checkpoint file: a safetensors file (docs/MATH.md §9)
 // of format 'mghf-ckpt' holding every DFE tensor, the head, Adam's moments (adam.m.<name>,
 // adam.v.<name> for every parameter) and, in __metadata__, what a resumed run needs to continue
 // exactly: step, epoch, batchInEpoch, the data generator's state, and the run's settings.
@@ -68,7 +68,7 @@ function checkClasses(classes: unknown, name: string): number {
 }
 
 /**
- * A freshly initialised head (SPEC §10): PyTorch's Conv2d/Linear defaults, every weight and bias
+ * A freshly initialised head (docs/MATH.md §10): PyTorch's Conv2d/Linear defaults, every weight and bias
  * uniform in ±1/√fan_in (conv fan_in = N·9, fc fan_in = N), from the seed's own stream (the same
  * seed gives the same head on every platform, and a different stream from createWeights').
  */
@@ -170,7 +170,7 @@ const isCheckpointName = (name: string): boolean =>
 // What the weights reader must accept besides the DFE: the head and Adam's moments.
 const CHECKPOINT_PARSE = { allow: isCheckpointName, format: CHECKPOINT_FORMAT };
 
-/** Parse and fully validate a checkpoint held in memory (the file is untrusted, as in SPEC §9). */
+/** Parse and fully validate a checkpoint held in memory (the file is untrusted, as in docs/MATH.md §9). */
 export function parseCheckpoint(buf: Buffer | Uint8Array, file: string): Checkpoint {
   // The DFE part (structure, offsets, DFE shapes) is checked by the weights reader.
   return checkpointFrom(parseSafetensors(buf, file, CHECKPOINT_PARSE), file);

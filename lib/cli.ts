@@ -419,7 +419,7 @@ const COMMANDS: Record<string, Command> = {
     details: [
       '  --sr <image>        super-resolved image (PNG, JPEG, WebP, TIFF, …)',
       '  --gt <image>        ground-truth image, same size',
-      '  --weights <file>    DFE weights (safetensors, SPEC §9); default: the library default',
+      '  --weights <file>    DFE weights (safetensors, docs/MATH.md §9); default: the library default',
       '  --variant n|c       MGHF-n (feature MSE only) or MGHF-c (full loss); default c',
       '  --device D          auto (CUDA device 0 when usable, else the CPU), cpu, cuda or cuda:N',
       '  --json              print one JSON object instead of a table',
@@ -438,7 +438,7 @@ const COMMANDS: Record<string, Command> = {
     run: runScore,
   },
   pretrain: {
-    summary: 'pretrain the detail feature extractor as a classifier on an ImageFolder tree (SPEC §10)',
+    summary: 'pretrain the detail feature extractor as a classifier on an ImageFolder tree (docs/MATH.md §10)',
     synopsis:
       '--data <dir> [--epochs 20] [--batch 32] [--lr 5e-4] [--crop 128] [--seed 0] [--device auto|cpu|cuda[:N]] ' +
       '[--out mghf-dfe.safetensors] [--resume <checkpoint>] [--max-steps N]',
@@ -479,12 +479,12 @@ const COMMANDS: Record<string, Command> = {
     details: [
       '  --image <image>     the image (PNG, JPEG, WebP, TIFF, …)',
       '  --out <file>        the grid picture (format from the extension, e.g. .png)',
-      '  --weights <file>    DFE weights (safetensors, SPEC §9); default: the library default',
+      '  --weights <file>    DFE weights (safetensors, docs/MATH.md §9); default: the library default',
       '  --cols N            maps per row (default 16)',
       '  --tile N            the longer side of each map in pixels (default: the image\'s, at least 64,',
       '                      and at most what keeps the picture within 4096 pixels wide)',
       '  --device D          auto (CUDA device 0 when usable, else the CPU), cpu, cuda or cuda:N',
-      '  Each map is labelled with its channel number and importance (SPEC §4); the maps the',
+      '  Each map is labelled with its channel number and importance (docs/MATH.md §4); the maps the',
       '  entropy step keeps are framed in orange.',
     ].join('\n'),
     options: {
@@ -504,7 +504,7 @@ const COMMANDS: Record<string, Command> = {
     details: [
       '  --json              print the report as one JSON object',
       '  Exit code 0 when every check passed (CPU loss and pretraining step; on CUDA, when usable,',
-      '  the same and their agreement with the CPU within SPEC §8 and the trainer parity',
+      '  the same and their agreement with the CPU within docs/MATH.md §8 and the trainer parity',
       '  tolerances), 1 otherwise.',
     ].join('\n'),
     options: {

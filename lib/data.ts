@@ -1,4 +1,4 @@
-// Training data for DFE pretraining (SPEC §10): an ImageFolder tree (`root/<class>/<image>`), the
+// Training data for DFE pretraining (docs/MATH.md §10): an ImageFolder tree (`root/<class>/<image>`), the
 // deterministic plan of each epoch (shuffle order, crop positions, flips), and a loader that
 // decodes batches ahead of the trainer with sharp.
 //
@@ -204,7 +204,7 @@ export interface CropGeometry {
 
 /**
  * Where to crop a `width`×`height` image (after EXIF orientation): scale up so the short side is
- * `crop` when it is smaller (SPEC §10), then a random corner (`at`) or the centre.
+ * `crop` when it is smaller (docs/MATH.md §10), then a random corner (`at`) or the centre.
  */
 export function cropGeometry(width: number, height: number, crop: number, at: SampleDraw['at']): CropGeometry {
   let w = width;

@@ -1,6 +1,6 @@
 // `mghf doctor`: what was installed and loaded (binary, backend, CUDA and why not), the Node,
 // N-API and glibc versions, a tiny loss on every usable backend, CPU vs CUDA compared within
-// SPEC §8's tolerances, and a tiny pretraining step likewise (SPEC §10). Everything is collected into one report (printed as text or JSON); the
+// the tolerances of docs/MATH.md §8, and a tiny pretraining step likewise (docs/MATH.md §10). Everything is collected into one report (printed as text or JSON); the
 // exit code is 0 when every check passed, 1 otherwise.
 
 import { existsSync, readFileSync } from 'node:fs';
@@ -140,7 +140,7 @@ export async function runDoctor(): Promise<DoctorReport> {
   } else {
     try {
       const t0 = process.hrtime.bigint();
-      // The CPU's channel choice, so both compute the same loss (SPEC §8: the selection may differ at ties).
+      // The CPU's channel choice, so both compute the same loss (docs/MATH.md §8: the selection may differ at ties).
       const gpu = await lib.mghfLoss(srT, gtT, { weights, device: 'cuda', ...(cpu?.selected ? { selected: cpu.selected } : {}) });
       const ms = Number(process.hrtime.bigint() - t0) / 1e6;
       if (!cpu) {
@@ -168,7 +168,7 @@ export async function runDoctor(): Promise<DoctorReport> {
 }
 
 /**
- * One SPEC §10 step (DFE N=8 + head, 3 classes, a 2×3×16×16 batch) on the CPU, and on CUDA device 0
+ * One pretraining step (docs/MATH.md §10; DFE N=8 + head, 3 classes, a 2×3×16×16 batch) on the CPU, and on CUDA device 0
  * when usable, compared with the CPU: the loss within 1e-4 relative, every weight and Adam moment
  * after the step within 1e-3 relative L2 (the tolerances of the trainer parity tests).
  */

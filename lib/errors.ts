@@ -11,11 +11,11 @@ export type MghfErrorCode =
   | 'E_NONFINITE' // NaN or ±Infinity in an input
   | 'E_RANGE' // input values far outside opts.inputRange (0–255 data given as [0, 1], …)
   | 'E_LIMIT' // a request whose estimated work or memory exceeds the stated limit, or an allocation that failed
-  | 'E_TOO_SMALL' // image smaller than the loss can work on (SPEC §1)
+  | 'E_TOO_SMALL' // image smaller than the loss can work on (docs/MATH.md §1)
   | 'E_OPTION' // unknown option name or bad option value
   | 'E_WEIGHTS' // an in-memory weights object is inconsistent
-  | 'E_WEIGHTS_FILE' // a weights file is malformed (SPEC §9)
-  | 'E_DATA' // a training data folder is missing, empty or not an ImageFolder tree (SPEC §10)
+  | 'E_WEIGHTS_FILE' // a weights file is malformed (docs/MATH.md §9)
+  | 'E_DATA' // a training data folder is missing, empty or not an ImageFolder tree (docs/MATH.md §10)
   | 'E_UNSUPPORTED' // valid request this build cannot do (e.g. no CUDA)
   | 'E_NATIVE' // the native core reported a failure
   | 'E_CUDA' // a CUDA call failed during a computation (the next call still works)

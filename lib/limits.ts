@@ -19,7 +19,7 @@ const bound = (min: number, max: number, integer: boolean, why: string): Bound =
 // The DFE's most channels (weights.ts MAX_CHANNELS): M can never usefully exceed it.
 const MAX_CHANNELS = 4096;
 
-/** The range of each numeric option of mghfLoss (SPEC §4–7). */
+/** The range of each numeric option of mghfLoss (docs/MATH.md §4–7). */
 export const OPTION_BOUNDS = Object.freeze({
   gamma1: bound(0, 1e6, false, 'a term weight; beyond 1e6 the other terms vanish below float32 rounding'),
   gamma2: bound(0, 1e6, false, 'a term weight; beyond 1e6 the other terms vanish below float32 rounding'),
@@ -41,7 +41,7 @@ export const OPTION_BOUNDS = Object.freeze({
 
 export type BoundedOption = keyof typeof OPTION_BOUNDS;
 
-/** The largest reweighting factor (1 + α)^|γ| (SPEC §4): the Gram term squares w²·F·F', i.e. grows as w⁴. */
+/** The largest reweighting factor (1 + α)^|γ| (docs/MATH.md §4): the Gram term squares w²·F·F', i.e. grows as w⁴. */
 export const MAX_REWEIGHT = 1e4;
 export const REWEIGHT_WHY =
   'the Gram term grows as w⁴ = (1 + α)^(4|γ|); at w ≤ 1e4 that is ≤ 1e16, leaving float32 (max 3.4e38) room for features up to ~1e5';
@@ -122,7 +122,7 @@ export function dfeMacsPerPixel(channels: number, blocks: number, expand: number
   return 27 * channels + blocks * (channels * channels + 3 * (2 * c * h + 9 * h));
 }
 
-/** Patches kept per map (SPEC §6): the grid, capped at pmax. */
+/** Patches kept per map (docs/MATH.md §6): the grid, capped at pmax. */
 export function patchCount(H: number, W: number, patch: number, stride: number, pmax: number): number {
   if (H < patch || W < patch) return 0;
   const grid = (Math.floor((H - patch) / stride) + 1) * (Math.floor((W - patch) / stride) + 1);

@@ -12,11 +12,11 @@ import { DfeWeights, checkWeights, defaultWeights } from './weights';
 export type Variant = 'n' | 'c';
 export type { Device } from './device';
 export type InputRange = 'unit' | 'symmetric';
-/** The parts of the loss (SPEC §7), each reported unweighted. */
+/** The parts of the loss (docs/MATH.md §7), each reported unweighted. */
 export type PartName = 'n' | 'mse' | 'corr' | 'gram' | 'csc' | 'lip';
 
 export interface LossOptions {
-  /** 'c' (MGHF-c, the default, SPEC §7) or 'n' (MGHF-n, SPEC §3). */
+  /** 'c' (MGHF-c, the default, docs/MATH.md §7) or 'n' (MGHF-n, docs/MATH.md §3). */
   variant?: Variant;
   /** DFE weights (loadWeights / createWeights). Default: the bundled pretrained weights (defaultWeights()). */
   weights?: DfeWeights;
@@ -26,17 +26,17 @@ export interface LossOptions {
   layout?: ImageLayout;
   /** 'unit' ([0,1], default) or 'symmetric' ([-1,1], mapped by (x+1)/2). */
   inputRange?: InputRange;
-  /** Γ1, Γ2, Γ3 of SPEC §7: weights of L_n, L_csc, L_lip (default 2, 1.5, 1e-3; 0 skips the term). */
+  /** Γ1, Γ2, Γ3 of docs/MATH.md §7: weights of L_n, L_csc, L_lip (default 2, 1.5, 1e-3; 0 skips the term). */
   gamma1?: number; gamma2?: number; gamma3?: number;
-  /** β1, β2, β3 of SPEC §5: weights of mse, corr, gram in L_csc (default 0.1333, 1, 0.1333). */
+  /** β1, β2, β3 of docs/MATH.md §5: weights of mse, corr, gram in L_csc (default 0.1333, 1, 0.1333). */
   beta1?: number; beta2?: number; beta3?: number;
-  /** SPEC §4: channels kept (default 64, capped at the DFE's channels), and w = (1 + α·I)^γ. */
+  /** docs/MATH.md §4: channels kept (default 64, capped at the DFE's channels), and w = (1 + α·I)^γ. */
   M?: number; alpha?: number; gamma?: number;
-  /** SPEC §4: kept channels per sample, [B][M] or flat B·M, each row strictly ascending; replaces the top-M choice. */
+  /** docs/MATH.md §4: kept channels per sample, [B][M] or flat B·M, each row strictly ascending; replaces the top-M choice. */
   selected?: ArrayLike<number> | ArrayLike<ArrayLike<number>> | null;
-  /** SPEC §6: patch size and stride (32, 16), most patches (256), τ (0.07), ε_ot (1), Q (1), Sinkhorn iterations (50). */
+  /** docs/MATH.md §6: patch size and stride (32, 16), most patches (256), τ (0.07), ε_ot (1), Q (1), Sinkhorn iterations (50). */
   patch?: number; stride?: number; pmax?: number; tau?: number; epsOt?: number; Q?: number; iters?: number;
-  /** SPEC §6: differentiate through the Sinkhorn plan (default true) or treat it as a constant. */
+  /** docs/MATH.md §6: differentiate through the Sinkhorn plan (default true) or treat it as a constant. */
   sinkhornGrad?: boolean;
   /** Also return the importance [B][N] and the kept channels [B][M] (when the CSC term is on). */
   returnDetails?: boolean;
@@ -48,7 +48,7 @@ export interface LossOptions {
 export type LossParts = Record<PartName, number>;
 
 export interface LossResult {
-  /** The total loss L (SPEC §7). */
+  /** The total loss L (docs/MATH.md §7). */
   loss: number;
   /** Each part, unweighted (csc = β1·mse + β2·corr + β3·gram); a skipped part is 0. */
   parts: LossParts;
@@ -56,9 +56,9 @@ export interface LossResult {
   skipped: PartName[];
   /** ∂L/∂sr, same dims and layout as sr. */
   grad: Tensor;
-  /** With returnDetails and the CSC term on: the channel importance I, [B][N] (SPEC §4). */
+  /** With returnDetails and the CSC term on: the channel importance I, [B][N] (docs/MATH.md §4). */
   importance?: number[][];
-  /** With returnDetails and the CSC term on: the kept channels, [B][M], ascending (SPEC §4). */
+  /** With returnDetails and the CSC term on: the kept channels, [B][M], ascending (docs/MATH.md §4). */
   selected?: number[][];
   /** With profile: milliseconds per native stage. */
   timings?: Record<string, number>;
@@ -71,7 +71,7 @@ const bounded = (value: number, name: BoundedOption) => {
   return spec(value, boundText(b), (v: unknown): v is number => inBound(v, b));
 };
 
-// The numeric and boolean options with their defaults (SPEC §4–7) and the check a value must pass.
+// The numeric and boolean options with their defaults (docs/MATH.md §4–7) and the check a value must pass.
 const VALUE_OPTIONS = {
   gamma1: bounded(2, 'gamma1'),
   gamma2: bounded(1.5, 'gamma2'),
@@ -147,7 +147,7 @@ function checkPair(srIn: unknown, gtIn: unknown, layout: ImageLayout, inputRange
   return [sr, gt];
 }
 
-// SPEC §1: H, W ≥ 2 for the reflection padding of the DFE, and ≥ patch when the LIP term is on.
+// docs/MATH.md §1: H, W ≥ 2 for the reflection padding of the DFE, and ≥ patch when the LIP term is on.
 function checkMinimumSize(t: Tensor, name: string, min: number, why: string, hint = ''): void {
   const [, , h, w] = t.dims;
   if (h < min || w < min) {
@@ -175,7 +175,7 @@ const isArrayLike = (v: unknown): v is ArrayLike<unknown> =>
   Array.isArray(v) || (ArrayBuffer.isView(v) && !(v instanceof DataView));
 
 /**
- * SPEC §4 `selected`: B rows of M (= min(opts.M, N)) strictly ascending channel indices in [0, N),
+ * docs/MATH.md §4 `selected`: B rows of M (= min(opts.M, N)) strictly ascending channel indices in [0, N),
  * given as rows ([B][M]) or one flat array of B·M; returned flat, as the native call takes it.
  */
 function toSelected(value: unknown, B: number, M: number, N: number): Int32Array | null {
@@ -316,7 +316,7 @@ function prepareFeatures(x: unknown, opts: unknown) {
   return { xT, common, dims: [b, common.weights.channels, h, w] };
 }
 
-/** The DFE features F = DFE(x) of SPEC §2: [B, N, H, W], NCHW whatever the input layout. */
+/** The DFE features F = DFE(x) of docs/MATH.md §2: [B, N, H, W], NCHW whatever the input layout. */
 export async function dfeFeatures(x: Tensor | TensorLike, opts?: FeatureOptions): Promise<Tensor> {
   const { xT, common, dims } = prepareFeatures(x, opts);
   try {

@@ -16,7 +16,7 @@ export interface NativeWeights {
   tensors: Record<string, Float32Array>;
 }
 
-/** Every field filled in and validated by lib/loss.ts (defaults applied there; SPEC §4–7). */
+/** Every field filled in and validated by lib/loss.ts (defaults applied there; docs/MATH.md §4–7). */
 export interface NativeLossOptions {
   variant: 'n' | 'c';
   inputRange: 'unit' | 'symmetric';
@@ -79,8 +79,8 @@ export interface NativeFeatureOptions {
 }
 
 /**
- * Everything the native trainer needs to start (SPEC §10), checked in lib/pretrain.ts. `tensors` holds
- * every DFE tensor (SPEC §9 names), the head (`head.conv.{0,1,2}.weight` [N,N,3,3], `.bias` [N],
+ * Everything the native trainer needs to start (docs/MATH.md §10), checked in lib/pretrain.ts. `tensors` holds
+ * every DFE tensor (docs/MATH.md §9 names), the head (`head.conv.{0,1,2}.weight` [N,N,3,3], `.bias` [N],
  * `head.fc.weight` [classes,N], `head.fc.bias` [classes]) and, when resuming, `adam.m.<name>` and
  * `adam.v.<name>` for every parameter.
  */
@@ -135,7 +135,7 @@ export interface NativeAddon {
   /** CPU facts, and the CUDA status of device `cudaDevice` (default 0). */
   info(cudaDevice?: number): NativeInfo;
   clearCache(): void;
-  /** SPEC §10 pretraining (absent from binaries built before it: check before use). */
+  /** docs/MATH.md §10 pretraining (absent from binaries built before it: check before use). */
   trainerCreate(cfg: NativeTrainerConfig): TrainerHandle;
   /** Forward, backward and one Adam step on a batch; images [B,3,H,W] in [0,1], labels [B]. */
   trainStep(h: TrainerHandle, images: Float32Array, dims: number[], labels: Int32Array): Promise<NativeTrainResult>;

@@ -1,6 +1,6 @@
-// DFE pretraining (SPEC §10, Algorithm 1): the DFE plus a classifier head trained with softmax
+// DFE pretraining (docs/MATH.md §10, Algorithm 1): the DFE plus a classifier head trained with softmax
 // cross-entropy and Adam on an ImageFolder tree; checkpoints each epoch and on abort; the result
-// is a SPEC §9 weights file.
+// is a weights file (docs/MATH.md §9).
 //
 // The math runs in the native trainer (one call per batch, off the event loop); this module owns
 // the data, the schedule, the checkpoints and the reporting. A resumed run replays the data plan
@@ -9,7 +9,7 @@
 // never interrupted.
 
 import { stat } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { type Checkpoint, checkpointShapes, createHeadWeights, loadCheckpoint, saveCheckpoint } from './checkpoint';
 import { BatchLoader, DATA_STREAM, type ImageFolder, scanImageFolder, splitValidation, trainingPlan, validationPlan } from './data';
 import { type Device, deviceName, resolveDevice } from './device';
@@ -35,14 +35,14 @@ export interface PretrainOptions {
   channels?: number;
   blocks?: number;
   expand?: number;
-  /** The learning rate is multiplied by `decayRate` every `decayEvery` steps (default 0.95 every 5,000; SPEC §10). */
+  /** The learning rate is multiplied by `decayRate` every `decayEvery` steps (default 0.95 every 5,000; docs/MATH.md §10). */
   decayEvery?: number;
   decayRate?: number;
   /** 'auto' (default: CUDA device 0 when usable, else the CPU), 'cpu', 'cuda' or 'cuda:N'. */
   device?: Device;
-  /** The weights file written at the end (default 'mghf-dfe.safetensors'). */
+  /** The weights file written at the end (default 'mghf-dfe.safetensors'; when resuming, the interrupted run's). */
   out?: string;
-  /** The checkpoint written after each epoch and on abort (default `out` + '.ckpt.safetensors'). */
+  /** The checkpoint written after each epoch and on abort (default `out` + '.ckpt.safetensors'; when resuming without `out`, the interrupted run's). */
   checkpoint?: string;
   /** A checkpoint to continue from. The run's settings come from it; options that contradict it are rejected. */
   resume?: string;
@@ -68,6 +68,8 @@ export interface PretrainStart {
   stepsPerEpoch: number;
   /** Steps this run will reach (epochs × stepsPerEpoch, or maxSteps when smaller). */
   totalSteps: number;
+  /** Epochs in all. */
+  epochs: number;
   /** Steps already done (from the checkpoint). */
   step: number;
   architecture: DfeArchitecture;
@@ -96,7 +98,7 @@ export interface PretrainProgress {
   accuracy: number;
   /** The learning rate of the step just taken. */
   lr: number;
-  /** Over the last few steps, data waits included. */
+  /** Over the last few steps, data waits included; NaN until measurable. */
   imagesPerSecond: number;
   /** Seconds until totalSteps at the recent pace (validation passes not included); NaN until measurable. */
   etaSeconds: number;
@@ -131,7 +133,7 @@ export interface PretrainResult {
   classes: string[];
 }
 
-/** The native trainer functions (SPEC §10). */
+/** The native trainer functions (docs/MATH.md §10). */
 export type TrainerAddon = Pick<NativeAddon, 'trainerCreate' | 'trainStep' | 'trainEval' | 'trainerState'>;
 
 const OPTION_NAMES = [
@@ -139,7 +141,7 @@ const OPTION_NAMES = [
   'device', 'out', 'checkpoint', 'resume', 'maxSteps', 'signal', 'onStart', 'onProgress', 'onEpoch', 'onWarning',
 ] as const;
 
-// SPEC §10 (the paper's settings); the doctor's and the bench's trainer steps use them too.
+// docs/MATH.md §10 (the paper's settings); the doctor's and the bench's trainer steps use them too.
 /** @internal */
 export const DEFAULTS = { epochs: 20, batch: 32, lr: 5e-4, crop: 128, seed: 0, decayEvery: 5000, decayRate: 0.95 };
 /** @internal */
@@ -164,7 +166,7 @@ export function nativeTrainer(): TrainerAddon {
   return addon as TrainerAddon;
 }
 
-/** Pretrain the DFE (SPEC §10) and write it as a SPEC §9 weights file. */
+/** Pretrain the DFE (docs/MATH.md §10) and write it as a weights file (docs/MATH.md §9). */
 export async function pretrain(opts?: PretrainOptions): Promise<PretrainResult> {
   return runPretrain(opts, nativeTrainer);
 }
@@ -223,9 +225,11 @@ function readSettings(o: Partial<Record<(typeof OPTION_NAMES)[number], unknown>>
   if (!is.integer(seed) || seed < 0) throw invalidParameterError('E_OPTION', 'opts.seed', 'a non-negative safe integer', seed);
   const data = o.data ?? ck?.data;
   if (!is.string(data) || data.length === 0) throw invalidParameterError('E_OPTION', 'opts.data', 'a data folder path', data);
-  const out = o.out ?? DEFAULT_OUT;
+  // A resumed run writes where the interrupted one would have, unless told otherwise.
+  const saved = o.out === undefined && ck !== undefined ? savedPaths(ck, String(o.resume)) : undefined;
+  const out = o.out ?? saved?.out ?? DEFAULT_OUT;
   if (!is.string(out) || out.length === 0) throw invalidParameterError('E_OPTION', 'opts.out', 'a file path', out);
-  const checkpoint = o.checkpoint ?? `${out}.ckpt.safetensors`;
+  const checkpoint = o.checkpoint ?? saved?.checkpoint ?? `${out}.ckpt.safetensors`;
   if (!is.string(checkpoint) || checkpoint.length === 0) throw invalidParameterError('E_OPTION', 'opts.checkpoint', 'a file path', checkpoint);
   if (resolve(checkpoint) === resolve(out)) throw invalidParameterError('E_OPTION', 'opts.checkpoint', 'a path other than opts.out', checkpoint);
   const savedEpochs = ck?.metadata.epochs === undefined ? undefined : Number(ck.metadata.epochs);
@@ -243,6 +247,26 @@ function readSettings(o: Partial<Record<(typeof OPTION_NAMES)[number], unknown>>
     checkpoint,
     maxSteps: o.maxSteps === undefined ? undefined : positiveInt('maxSteps', o.maxSteps, 1),
   };
+}
+
+/**
+ * The weights file and checkpoint an interrupted run was writing (absolute paths in the checkpoint's
+ * metadata; none in checkpoints written before they were stored). The file is untrusted: a path is
+ * taken only when it is absolute and names a .safetensors file, the only kind a run writes.
+ */
+function savedPaths(ck: Checkpoint, file: string): { out: string; checkpoint?: string } | undefined {
+  const { out, checkpoint } = ck.metadata;
+  if (out === undefined) return undefined;
+  const ok = (p: string | undefined): p is string => p !== undefined && isAbsolute(p) && p.endsWith('.safetensors') && !p.includes('\0');
+  if (!ok(out) || (checkpoint !== undefined && !ok(checkpoint))) {
+    throw new MghfError(
+      'E_WEIGHTS_FILE',
+      `Invalid checkpoint file ${file}: __metadata__.out/checkpoint must be absolute paths of .safetensors files; ` +
+        'pass opts.out (--out) to choose where the weights go',
+      { argument: file },
+    );
+  }
+  return { out, ...(checkpoint !== undefined ? { checkpoint } : {}) };
 }
 
 async function isFolder(path: string): Promise<boolean> {
@@ -290,7 +314,7 @@ class Throughput {
   /** [images per second, seconds per step] */
   rates(): [number, number] {
     const span = (this.times[this.times.length - 1] - this.start) / 1000;
-    if (!(span > 0)) return [0, NaN];
+    if (!(span > 0)) return [NaN, NaN];
     const images = this.images.reduce((a, b) => a + b, 0);
     return [images / span, span / this.times.length];
   }
@@ -359,6 +383,7 @@ export async function runPretrain(opts: PretrainOptions | undefined, trainer: ()
     valSource,
     stepsPerEpoch,
     totalSteps,
+    epochs: s.epochs,
     step,
     architecture: s.arch,
     resumedFrom: resumePath ?? null,
@@ -415,7 +440,8 @@ export async function runPretrain(opts: PretrainOptions | undefined, trainer: ()
         batch: s.batch,
         seed: s.seed,
         trainImages: train.samples.length,
-        metadata: { epochs: String(s.epochs), lr: String(state.lr) },
+        // out and checkpoint: where a resume without --out goes on writing.
+        metadata: { epochs: String(s.epochs), lr: String(state.lr), out: resolve(s.out), checkpoint: resolve(s.checkpoint) },
       },
       s.checkpoint,
     );
@@ -552,7 +578,7 @@ export async function runPretrain(opts: PretrainOptions | undefined, trainer: ()
         tensors: dfe,
         metadata: {
           trainedOn:
-            `Pretrained (SPEC §10) as a ${classes.length}-class classifier on ${s.data} (${train.samples.length} training images), ` +
+            `Pretrained (docs/MATH.md §10) as a ${classes.length}-class classifier on ${s.data} (${train.samples.length} training images), ` +
             `${s.crop}×${s.crop} crops, batch ${s.batch}, ${epochsDone} epochs (${step} steps); ` +
             `final validation accuracy ${accuracy} on ${val.samples.length} images.`,
           trainedData: s.data,

@@ -1,4 +1,4 @@
-// The safetensors header's JSON, parsed strictly and cheaply (SPEC §9: the file is untrusted).
+// The safetensors header's JSON, parsed strictly and cheaply (docs/MATH.md §9: the file is untrusted).
 //
 // JSON.parse is the wrong tool for an untrusted header: it keeps the last of two duplicate keys
 // (a file can then say one thing to this reader and another to a reader that keeps the first),
@@ -14,7 +14,7 @@
 import { Worker } from 'node:worker_threads';
 
 /**
- * Largest header accepted: 1 MB. SPEC §9 allows up to 100 MB; this library is deliberately
+ * Largest header accepted: 1 MB. The safetensors format allows up to 100 MB; this library is deliberately
  * stricter. The default weights' header is about 2 KB, a checkpoint of the largest DFE the
  * architecture bounds allow (64 blocks, with the head and Adam's moments) about 250 KB.
  */
@@ -249,7 +249,7 @@ export function parseHeaderJson(bytes: Uint8Array): unknown {
   };
 
   const header = parseObject(1, 'the header');
-  // Only the space padding writers add (SPEC §9) may follow the object.
+  // Only the space padding writers add (docs/MATH.md §9) may follow the object.
   while (pos < text.length && text.charCodeAt(pos) === 0x20) pos++;
   if (pos < text.length) {
     fail(`unexpected ${shortText(text.slice(pos, pos + 8))} after the header object ${at()} (only space padding may follow)`);

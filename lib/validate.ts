@@ -100,7 +100,7 @@ function editDistance(a: string, b: string): number {
 export type InputRange = 'unit' | 'symmetric';
 
 /**
- * The values accepted for each `inputRange` (SPEC §1): the nominal range with room for the
+ * The values accepted for each `inputRange` (docs/MATH.md §1): the nominal range with room for the
  * overshoot of a network output (1.02 is fine), but nowhere near what data in another convention
  * gives (0–255, 16-bit, ImageNet-normalised), whose loss would be silently meaningless.
  */
@@ -158,7 +158,7 @@ function rangeHint(lo: number, hi: number, range: InputRange): string {
   if (lo >= -0.5 && hi <= 255.5) return `0–255 data? ${to}`;
   if (lo >= -0.5 && hi <= 65535.5) return `16-bit data? ${to16}`;
   if (range === 'unit' && lo >= -1.5 && hi <= 1.5) return "[-1, 1] data? pass inputRange: 'symmetric'";
-  if (lo >= -3 && hi <= 3) return 'mean/std-normalised data? pass the RGB values themselves (SPEC §1), the DFE normalises them';
+  if (lo >= -3 && hi <= 3) return 'mean/std-normalised data? pass the RGB values themselves (docs/MATH.md §1), the DFE normalises them';
   return 'values far outside any image range: is this the network output before its final activation, or not an image?';
 }
 
@@ -174,7 +174,7 @@ function unflatten(index: number, dims: readonly number[]): number[] {
 export type ImageLayout = 'NCHW' | 'NHWC';
 
 /**
- * An RGB image batch as an NCHW `Tensor` (SPEC §1: `[B, 3, H, W]`, float32, finite).
+ * An RGB image batch as an NCHW `Tensor` (docs/MATH.md §1: `[B, 3, H, W]`, float32, finite).
  * NCHW input is viewed, not copied; NHWC input (tfjs, most image decoders) is transposed into a
  * new array. With `range`, values far outside it are E_RANGE (checkValues). Size limits that
  * depend on options (H, W ≥ 2, ≥ patch) are the caller's to check.

@@ -1,5 +1,5 @@
-// DFE weights: the tensor list of SPEC §9, the safetensors reader/writer, and the seeded
-// initialisation of SPEC §10.
+// DFE weights: the tensor list of docs/MATH.md §9, the safetensors reader/writer, and the seeded
+// initialisation of docs/MATH.md §10.
 //
 // The reader treats every file as untrusted (§9): each size in the header is checked against the
 // file before anything is allocated from it, and every violation is an E_WEIGHTS_FILE error that
@@ -38,7 +38,7 @@ export interface ExtraTensor {
 }
 
 export interface ParseOptions {
-  /** Accept a tensor name that is not part of the DFE (e.g. `head.fc.weight`); see SPEC §10. */
+  /** Accept a tensor name that is not part of the DFE (e.g. `head.fc.weight`); see docs/MATH.md §10. */
   allow?: (name: string) => boolean;
   /** The `__metadata__.format` the file must declare; default 'mghf-dfe' (a checkpoint: 'mghf-ckpt'). */
   format?: string;
@@ -59,7 +59,7 @@ const MAX_EXPAND = 64;
 
 const SUBNETS = ['phi', 'rho', 'eta'] as const;
 
-/** Every tensor of SPEC §9 with its shape, in the order the writer stores them. */
+/** Every tensor of docs/MATH.md §9 with its shape, in the order the writer stores them. */
 export function weightShapes(arch: DfeArchitecture): Array<[string, number[]]> {
   const { channels: N, blocks: K, expand: e } = arch;
   const c = N / 2;
@@ -81,7 +81,7 @@ export function weightShapes(arch: DfeArchitecture): Array<[string, number[]]> {
   return list;
 }
 
-/** Total number of parameters; 72,704 for the defaults (SPEC §2). */
+/** Total number of parameters; 72,704 for the defaults (docs/MATH.md §2). */
 export function parameterCount(arch: DfeArchitecture): number {
   return weightShapes(arch).reduce((sum, [, dims]) => sum + elementCount(dims), 0);
 }
@@ -270,7 +270,7 @@ function headerLengthOf(prefix: Uint8Array, fileLength: number, fail: Fail): num
   if (fileLength < 8) fail(`file is ${fileLength} bytes, shorter than the 8-byte header length`);
   const length64 = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
   if (length64 > BigInt(MAX_HEADER_BYTES)) {
-    fail(`header length ${length64} exceeds the ${MAX_HEADER_BYTES}-byte limit (this library's, stricter than SPEC §9's 100 MB: DFE headers are a few KB)`);
+    fail(`header length ${length64} exceeds the ${MAX_HEADER_BYTES}-byte limit (this library's limit, far below the safetensors format's 100 MB: DFE headers are a few KB)`);
   }
   const headerLength = Number(length64);
   if (8 + headerLength > fileLength) fail(`header length ${headerLength} runs past the end of the file (${fileLength} bytes)`);
@@ -294,7 +294,7 @@ async function parseHeaderAsync(bytes: Uint8Array, fail: Fail): Promise<Record<s
   }
 }
 
-/** Steps 3–6 of SPEC §9's checks on a parsed header, against a file of `fileLength` bytes. */
+/** The checks of docs/MATH.md §9 on a parsed header, against a file of `fileLength` bytes. */
 function layoutOf(header: Record<string, unknown>, headerLength: number, fileLength: number, o: CheckedParseOptions, fail: Fail): Layout {
   // 3. Metadata → architecture.
   const metadata = parseMetadata(header.__metadata__, o.format, fail);
@@ -360,7 +360,7 @@ function assemble(layout: Layout, data: ReadonlyMap<string, Float32Array>, fail:
   return result;
 }
 
-/** Parse and fully validate a safetensors DFE weights file held in memory (SPEC §9). */
+/** Parse and fully validate a safetensors DFE weights file held in memory (docs/MATH.md §9). */
 export function parseSafetensors(buf: Buffer | Uint8Array, file: string, opts: ParseOptions = {}): LoadedWeights {
   const fail = fileFail(file);
   if (!(buf instanceof Uint8Array)) throw invalidParameterError('E_ARGUMENT', 'buffer', 'a Buffer or Uint8Array', buf);
@@ -531,7 +531,7 @@ export async function readSafetensorsFile(path: string, opts: ParseOptions, what
   }
 }
 
-/** Read and validate a DFE weights file (SPEC §9); the header is parsed off the event loop. */
+/** Read and validate a DFE weights file (docs/MATH.md §9); the header is parsed off the event loop. */
 export async function loadWeights(path: string, opts: ParseOptions = {}): Promise<LoadedWeights> {
   checkPath(path);
   return readSafetensorsFile(path, opts, 'weights file');
@@ -686,7 +686,7 @@ function writeError(path: string, err: unknown): MghfError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Initialisation (SPEC §10)
+// Initialisation (docs/MATH.md §10)
 
 export interface CreateWeightsOptions {
   seed?: number;
@@ -788,7 +788,7 @@ function fanIn(name: string, dims: readonly number[], arch: DfeArchitecture): nu
  * is a bijection per word, so distinct seeds start distinct states; `stream` selects an
  * independent sequence for the same seed (0 is the DFE initialisation's). 32-bit integer math
  * only (Math.imul), no BigInt. Its four-word state can be read and restored, so a data pipeline
- * driven by it can resume exactly (SPEC §10 pretraining).
+ * driven by it can resume exactly (docs/MATH.md §10 pretraining).
  */
 export class SeededRandom {
   private readonly s: Uint32Array;
