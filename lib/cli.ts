@@ -41,7 +41,7 @@ const VARIANTS = ['n', 'c'] as const;
 type CliVariant = (typeof VARIANTS)[number];
 
 /**
- * The weights of the total (SPEC §7), passed to the loss explicitly so that the weights printed are
+ * The weights of the total (docs/MATH.md §7), passed to the loss explicitly so that the weights printed are
  * the ones used: MGHF-c L = Γ1·n + Γ2·csc + Γ3·lip with csc = β1·mse + β2·corr + β3·gram;
  * MGHF-n L = n (no Γ).
  */
@@ -62,7 +62,7 @@ interface PartRow {
   partOf?: 'csc';
 }
 
-/** The rows of the score table, in the order of the total (SPEC §7), skipped parts left out. */
+/** The rows of the score table, in the order of the total (docs/MATH.md §7), skipped parts left out. */
 export function scoreRows(variant: CliVariant, loss: number, parts: Record<string, number>, skipped: readonly string[]): PartRow[] {
   const { gamma1, gamma2, gamma3 } = GAMMAS;
   const { beta1, beta2, beta3 } = BETAS;
@@ -92,6 +92,32 @@ export function scoreRows(variant: CliVariant, loss: number, parts: Record<strin
         ...(sub ? { partOf: 'csc' as const } : {}),
       };
     });
+}
+
+/**
+ * The --weights file. A pretraining checkpoint is refused by the weights reader (its format is
+ * 'mghf-ckpt'); recognised as one, the error says which file to pass instead.
+ */
+async function loadWeightsFlag(path: string) {
+  const { loadWeights } = await import('./weights');
+  try {
+    return await loadWeights(path);
+  } catch (err) {
+    if (!(err instanceof MghfError) || err.code !== 'E_WEIGHTS_FILE') throw err;
+    const { loadCheckpoint } = await import('./checkpoint');
+    let out: string | undefined;
+    try {
+      out = (await loadCheckpoint(path)).metadata.out;
+    } catch {
+      throw err;
+    }
+    throw new MghfError(
+      'E_WEIGHTS_FILE',
+      `--weights ${path} is a pretraining checkpoint, not a weights file: pass the weights file the run wrote ` +
+        `(its --out${out ? `, ${out}` : ''}); if the run was interrupted, finish it first with npx mghf pretrain --resume ${path}`,
+      { argument: '--weights', cause: err },
+    );
+  }
 }
 
 /** --device as given (auto, cpu, cuda, cuda:N), checked for its form; usability is the library's check. */
@@ -159,7 +185,7 @@ async function runScore(values: Values): Promise<number> {
         'they must be the same size',
     );
   }
-  const weights = typeof values.weights === 'string' ? await lib.loadWeights(values.weights) : undefined;
+  const weights = typeof values.weights === 'string' ? await loadWeightsFlag(values.weights) : undefined;
   let result;
   try {
     // TODO(issue 14, item 4): forward-only call (grad: false) once lib/loss.ts has it; this computes the gradient too.
@@ -265,13 +291,40 @@ function formatDuration(seconds: number): string {
 
 const percent = (x: number | null): string => (x === null ? 'n/a' : `${(100 * x).toFixed(1)}%`);
 
+/** '1 step', '5 steps'. */
+const count = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+/**
+ * The progress line: the epoch and step, or under --max-steps the step budget (the epoch count
+ * would promise more than the run does); the rate and time left once they are measurable.
+ */
+export function progressLine(p: {
+  epoch: number;
+  epochs: number;
+  step: number;
+  totalSteps: number;
+  stepsPerEpoch: number;
+  runningLoss: number;
+  accuracy: number;
+  imagesPerSecond: number;
+  etaSeconds: number;
+}): string {
+  const capped = p.totalSteps < p.epochs * p.stepsPerEpoch;
+  const where = capped
+    ? `step ${p.step}/${p.totalSteps} (--max-steps)  epoch ${p.epoch}`
+    : `epoch ${p.epoch}/${p.epochs}  step ${p.step}/${p.totalSteps}`;
+  const rate = Number.isFinite(p.imagesPerSecond) && p.imagesPerSecond > 0 ? `  ${p.imagesPerSecond.toFixed(1)} img/s` : '';
+  const left = Number.isFinite(p.etaSeconds) && p.step < p.totalSteps ? `  left ${formatDuration(p.etaSeconds)}` : '';
+  return `${where}  loss ${p.runningLoss.toFixed(4)}  acc ${percent(p.accuracy)}${rate}${left}`;
+}
+
 /** The command line that continues an interrupted run: the same flags, --resume pointing at the checkpoint. */
 function resumeCommand(values: Values, checkpoint: string): string {
   const quote = (v: string) => (/^[\w@%+=:,./-]+$/.test(v) ? v : `'${v.replace(/'/g, `'\\''`)}'`);
   const flags = Object.entries(values)
     .filter(([k, v]) => k !== 'resume' && typeof v === 'string')
     .map(([k, v]) => `--${k} ${quote(v as string)}`);
-  return ['mghf pretrain', ...flags, '--resume', quote(checkpoint)].join(' ');
+  return ['npx mghf pretrain', ...flags, '--resume', quote(checkpoint)].join(' ');
 }
 
 async function runPretrainCommand(values: Values): Promise<number> {
@@ -330,14 +383,13 @@ async function runPretrainCommand(values: Values): Promise<number> {
         say(
           `Pretraining the DFE (N=${a.channels}, K=${a.blocks}, e=${a.expand}) on ${i.classes.length} classes: ` +
             `${i.trainImages} training images, ${i.valImages} validation images (${i.valSource === 'folder' ? 'val/' : '10% split off'}); ` +
-            `${i.stepsPerEpoch} steps per epoch, ${i.totalSteps} steps, on ${i.device}` +
-            (i.resumedFrom ? `, resuming at step ${i.step} from ${i.resumedFrom}` : ''),
+            `${count(i.stepsPerEpoch, 'step')} per epoch, ${count(i.totalSteps, 'step')}` +
+            `${i.totalSteps < i.epochs * i.stepsPerEpoch ? ' (--max-steps)' : ''}, on ${i.device}` +
+            (i.resumedFrom ? `, resuming at step ${i.step} from ${i.resumedFrom}; writing ${i.out}` : ''),
         );
       },
       onProgress: (p) => {
-        const line =
-          `epoch ${p.epoch}/${p.epochs}  step ${p.step}/${p.totalSteps}  loss ${p.runningLoss.toFixed(4)}  ` +
-          `acc ${percent(p.accuracy)}  ${p.imagesPerSecond.toFixed(1)} img/s  left ${formatDuration(p.etaSeconds)}`;
+        const line = progressLine(p);
         const now = Date.now();
         if (tty) {
           err.write(`\r${line}\x1b[K`);
@@ -362,7 +414,7 @@ async function runPretrainCommand(values: Values): Promise<number> {
     return 130;
   }
   say(
-    `Wrote ${result.out}: ${result.step} steps (${result.epochs.toFixed(2)} epochs), ` +
+    `Wrote ${result.out}: ${count(result.step, 'step')} (${result.epochs.toFixed(2)} epochs), ` +
       `validation accuracy ${percent(result.valAccuracy)}${result.stopped === 'maxSteps' ? ' (stopped at --max-steps)' : ''}`,
   );
   return 0;
@@ -383,7 +435,7 @@ async function runShow(values: Values): Promise<number> {
   const { writeFeatureGrid } = await import('./show');
   const device = await resolveDeviceFlag(deviceWanted);
   const x = await decodeImage(image);
-  const weights = typeof values.weights === 'string' ? await lib.loadWeights(values.weights) : undefined;
+  const weights = typeof values.weights === 'string' ? await loadWeightsFlag(values.weights) : undefined;
   const grid = await lib.featureGrid(x, {
     device: device.name,
     ...(weights ? { weights } : {}),

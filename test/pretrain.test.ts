@@ -399,7 +399,7 @@ async function interruptAndResume(t0: Test, env: NodeJS.ProcessEnv, name: string
   t0.match(stderr, new RegExp(`checkpoint written to ${out}\\.ckpt\\.safetensors`));
   const m = /Resume with: (.*)/.exec(stderr);
   t0.ok(m, 'says how to resume');
-  t0.match(m?.[1] ?? '', new RegExp(`^mghf pretrain --data ${data} --epochs 50 --batch 8 --crop 16 --out ${out} --resume ${out}\\.ckpt\\.safetensors$`));
+  t0.match(m?.[1] ?? '', new RegExp(`^npx mghf pretrain --data ${data} --epochs 50 --batch 8 --crop 16 --out ${out} --resume ${out}\\.ckpt\\.safetensors$`));
   t0.notOk(existsSync(out), 'no weights file yet');
   const ck = await loadCheckpoint(`${out}.ckpt.safetensors`);
   t0.ok(ck.step >= 1, `checkpoint at step ${ck.step}`);
