@@ -4,6 +4,9 @@
 // (mghf.musl.node on Alpine). Run by `npm run prebuilds:cpu`; it needs what a source build needs
 // (python3, make, a C++17 compiler) and no nvcc.
 //
+// `--out <dir>` writes <dir>/prebuilds/<platform>-<arch>/ instead (test/package.test.ts builds its
+// own into the ignored build-test-prebuild/, so `npm test` leaves no prebuilds/ for `npm pack`).
+//
 // prebuildify runs `node-gyp rebuild` in its working folder, which deletes build/ first; it works in
 // a copy of the sources (build-prebuild-cpu/) so that the local build/Release stays as it is.
 'use strict';
@@ -11,9 +14,15 @@
 const { spawnSync } = require('node:child_process');
 const { cpSync, existsSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync } = require('node:fs');
 const { cpus } = require('node:os');
-const { join } = require('node:path');
+const { join, resolve } = require('node:path');
 
 const root = join(__dirname, '..');
+const outAt = process.argv.indexOf('--out');
+if (outAt !== -1 && !process.argv[outAt + 1]) {
+  console.error('prebuild-cpu: --out needs a folder');
+  process.exit(1);
+}
+const outRoot = outAt === -1 ? root : resolve(process.argv[outAt + 1]);
 const bin = join(root, 'node_modules', '.bin', process.platform === 'win32' ? 'prebuildify.cmd' : 'prebuildify');
 if (!existsSync(bin)) {
   console.error(`prebuild-cpu: ${bin} is missing: run npm install first (prebuildify is a devDependency)`);
@@ -45,7 +54,7 @@ if (!env.npm_config_nodedir) {
 }
 
 const t0 = Date.now();
-const r = spawnSync(bin, ['--napi', '--strip', '--tag-libc', '--out', root], {
+const r = spawnSync(bin, ['--napi', '--strip', '--tag-libc', '--out', outRoot], {
   cwd: stage,
   env,
   stdio: 'inherit',
@@ -56,7 +65,7 @@ if (r.status !== 0) {
   process.exit(1);
 }
 
-const dir = join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+const dir = join(outRoot, 'prebuilds', `${process.platform}-${process.arch}`);
 const built = readdirSync(dir).filter((f) => f.endsWith('.node') && f !== 'mghf.cuda.node');
 if (built.length === 0) {
   console.error(`prebuild-cpu: prebuildify wrote nothing into ${dir}`);

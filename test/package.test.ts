@@ -1,6 +1,7 @@
 // The published package, end to end (a few minutes): the CPU prebuild (prebuildify, built here if
-// it is missing or older than the sources), `npm pack`, and installs of the tarball into empty
-// projects:
+// it is missing or older than the sources, into the ignored build-test-prebuild/ so that `npm test`
+// leaves no prebuilds/ for a later `npm pack` to ship), `npm pack` with that prebuild added, and
+// installs of the tarball into empty projects:
 //   (a) with no compiler on PATH: the prebuilt binary is used, the loss runs, `mghf doctor` passes;
 //       with the binaries removed, loading fails with E_LOAD and the remedy;
 //       `--build-from-source` is honoured (it tries node-gyp, which fails without a compiler);
@@ -20,9 +21,15 @@ import { createWeights, mghfLossSync, Tensor } from '../lib/index';
 t.setTimeout(45 * 60_000);
 
 const ROOT = resolve(__dirname, '..');
-const PREBUILDS = join(ROOT, 'prebuilds', `${process.platform}-${process.arch}`);
-const CPU_PREBUILD = join(PREBUILDS, 'mghf.glibc.node');
+const PLATFORM_DIR = `${process.platform}-${process.arch}`;
+// The release prebuilds (npm run prebuilds) live in prebuilds/; this test never writes there.
+const PREBUILDS = join(ROOT, 'prebuilds', PLATFORM_DIR);
 const CUDA_PREBUILD = join(PREBUILDS, 'mghf.cuda.node');
+// The CPU prebuild this test packs: its own, kept between runs in an ignored build folder.
+const TEST_PREBUILD_ROOT = join(ROOT, 'build-test-prebuild');
+const TEST_PREBUILDS = join(TEST_PREBUILD_ROOT, 'prebuilds', PLATFORM_DIR);
+const CPU_PREBUILD = join(TEST_PREBUILDS, 'mghf.glibc.node');
+const hadPrebuilds = existsSync(join(ROOT, 'prebuilds'));
 /**
  * The newest symbol versions a prebuilt binary may need (built on Debian 12: glibc 2.36, GCC 12), measured
  * with objdump -T: the CPU binary GLIBC_2.32 (__libc_single_threaded; exp/log/pow are 2.29), the CUDA
@@ -209,35 +216,53 @@ let tarball: string | undefined;
 let bare: { project: string; env: NodeJS.ProcessEnv } | undefined;
 const hasCudaPrebuild = existsSync(CUDA_PREBUILD);
 
-t.test('the CPU prebuild exists and is current (prebuildify)', { skip: skipAll }, async (t) => {
+t.test('the CPU prebuild exists and is current (prebuildify, into build-test-prebuild/)', { skip: skipAll }, async (t) => {
   if (!existsSync(CPU_PREBUILD) || statSync(CPU_PREBUILD).mtimeMs < newestSource()) {
-    t.comment(`building ${CPU_PREBUILD} (npm run prebuilds:cpu)`);
-    const r = run(process.execPath, [join(ROOT, 'scripts', 'prebuild-cpu.js')], { cwd: ROOT, env: cleanEnv(ORIGINAL_PATH), timeout: 30 * 60_000 });
-    t.equal(r.code, 0, said(r, 'npm run prebuilds:cpu'));
+    t.comment(`building ${CPU_PREBUILD} (scripts/prebuild-cpu.js --out ${TEST_PREBUILD_ROOT})`);
+    const r = run(process.execPath, [join(ROOT, 'scripts', 'prebuild-cpu.js'), '--out', TEST_PREBUILD_ROOT], { cwd: ROOT, env: cleanEnv(ORIGINAL_PATH), timeout: 30 * 60_000 });
+    t.equal(r.code, 0, said(r, 'scripts/prebuild-cpu.js --out build-test-prebuild'));
   }
   t.ok(existsSync(CPU_PREBUILD), `${CPU_PREBUILD} exists`);
-  const names = readdirSync(PREBUILDS);
-  t.ok(names.every((n) => n === 'mghf.glibc.node' || n === 'mghf.cuda.node'), `prebuilds/ holds only the two binaries: ${names.join(', ')}`);
+  const names = readdirSync(TEST_PREBUILDS);
+  t.ok(names.every((n) => n === 'mghf.glibc.node'), `the test's prebuilds folder holds only the CPU binary: ${names.join(', ')}`);
+  t.equal(existsSync(join(ROOT, 'prebuilds')), hadPrebuilds, 'no prebuilds/ made in the repository');
 });
+
+/** What a tarball may hold. */
+const ALLOWED = [
+  /^dist\/[\w-]+\.(js|d\.ts|js\.map)$/,
+  /^prebuilds\/linux-x64\/mghf\.(glibc|cuda)\.node$/,
+  /^weights\/mghf-dfe-default\.safetensors$/,
+  /^native\/binding\/addon\.cc$/,
+  /^native\/core\/(?!tests\/|bench\/)[\w/.-]+\.(h|cpp|cu|cuh|inc|md)$/,
+  /^(binding\.gyp|CMakeLists\.txt|README\.md|package\.json|LICENSE)$/,
+  /^docs\/MATH\.md$/,
+];
 
 t.test('npm pack ships exactly the package files', { skip: skipAll }, async (t) => {
   const npm = which('npm', ORIGINAL_PATH) ?? 'npm';
-  const r = run(npm, ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: ROOT, env: cleanEnv(ORIGINAL_PATH), timeout: 300_000 });
+  // The repository as it is (with prebuilds/ only when someone ran npm run prebuilds) …
+  const plainDir = join(work, 'pack-plain');
+  mkdirSync(plainDir);
+  let r = run(npm, ['pack', '--ignore-scripts', '--json', '--pack-destination', plainDir], { cwd: ROOT, env: cleanEnv(ORIGINAL_PATH), timeout: 300_000 });
   t.equal(r.code, 0, said(r, 'npm pack'));
+  const [plain] = JSON.parse(r.stdout) as { filename: string; files: { path: string }[] }[];
+  const plainStray = plain.files.map((f) => f.path).filter((f) => !ALLOWED.some((re) => re.test(f)));
+  t.same(plainStray, [], 'the repository packs no stray file (test output, build folders)');
+  // … then with this test's CPU prebuild added, as a release has it.
+  const stage = join(work, 'pack-stage');
+  mkdirSync(stage);
+  r = run('tar', ['-xzf', join(plainDir, plain.filename), '-C', stage], { cwd: work, env: process.env });
+  t.equal(r.code, 0, said(r, 'tar -x'));
+  mkdirSync(join(stage, 'package', 'prebuilds', PLATFORM_DIR), { recursive: true });
+  copyFileSync(CPU_PREBUILD, join(stage, 'package', 'prebuilds', PLATFORM_DIR, 'mghf.glibc.node'));
+  r = run(npm, ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: join(stage, 'package'), env: cleanEnv(ORIGINAL_PATH), timeout: 300_000 });
+  t.equal(r.code, 0, said(r, 'npm pack with the prebuild'));
   const [meta] = JSON.parse(r.stdout) as { filename: string; size: number; unpackedSize: number; files: { path: string }[] }[];
   tarball = join(work, meta.filename);
   t.ok(existsSync(tarball), tarball);
   const files = meta.files.map((f) => f.path);
-  const allowed = [
-    /^dist\/[\w-]+\.(js|d\.ts|js\.map)$/,
-    /^prebuilds\/linux-x64\/mghf\.(glibc|cuda)\.node$/,
-    /^weights\/mghf-dfe-default\.safetensors$/,
-    /^native\/binding\/addon\.cc$/,
-    /^native\/core\/(?!tests\/|bench\/)[\w/.-]+\.(h|cpp|cu|cuh|inc|md)$/,
-    /^(binding\.gyp|CMakeLists\.txt|README\.md|package\.json|LICENSE)$/,
-    /^docs\/MATH\.md$/,
-  ];
-  const stray = files.filter((f) => !allowed.some((re) => re.test(f)));
+  const stray = files.filter((f) => !ALLOWED.some((re) => re.test(f)));
   t.same(stray, [], 'nothing outside dist/, prebuilds/, the default weights, native sources, binding.gyp, CMakeLists.txt, README.md, docs/MATH.md, package.json');
   for (const f of ['dist/index.js', 'dist/cli.js', 'dist/native.js', 'dist/doctor.js', 'prebuilds/linux-x64/mghf.glibc.node', 'binding.gyp', 'CMakeLists.txt',
     'native/binding/addon.cc', 'native/core/backend_cpu.cpp', 'README.md', 'docs/MATH.md', 'package.json']) {
@@ -391,6 +416,10 @@ t.test('(d) a CUDA binary that does not load: the CPU prebuild is used, and devi
   t.equal(out.info?.backend, 'cpu');
   t.equal(out.cudaError?.code, 'E_UNSUPPORTED');
   t.match(out.cudaError?.message, /did not load/, 'the error says why');
+});
+
+t.test('the test leaves no prebuilds/ in the repository', { skip: skipAll }, async (t) => {
+  t.equal(existsSync(join(ROOT, 'prebuilds')), hadPrebuilds, hadPrebuilds ? 'the release prebuilds/ is still there' : 'no prebuilds/ for npm pack to ship');
 });
 
 t.test('node-gyp-build picks mghf.glibc.node, not mghf.cuda.node', { skip: skipAll }, async (t) => {
