@@ -218,16 +218,18 @@ void at_exit() {
     errors = g_errors;
   }
   const Config& c = config();
-  if (!c.coverage_file.empty() && !executed.empty()) {
-    if (FILE* f = std::fopen(c.coverage_file.c_str(), "a")) {
-      for (const auto& k : executed) std::fprintf(f, "%s\n", k.c_str());
+  if (!c.coverage_file.empty()) {
+    // Every kernel of the registry, "1 name file" when this process launched it, else "0 …": a
+    // reader can take the union of several runs and still knows the total. Overwritten, so a
+    // stale file from an earlier run never counts.
+    if (FILE* f = std::fopen(c.coverage_file.c_str(), "w")) {
+      for (int i = 0; i < kKernelCount; ++i)
+        std::fprintf(f, "%d %s %s\n", executed.count(kKernels[i].name) ? 1 : 0, kKernels[i].name,
+                     kKernels[i].file);
       std::fclose(f);
     }
   }
   if (c.report || errors > 0) {
-    std::vector<std::string> missing;
-    for (int i = 0; i < kKernelCount; ++i)
-      if (!executed.count(kKernels[i].name)) missing.push_back(kKernels[i].name);
     std::fprintf(stderr, "cuda-emu: %ld launches; %zu of %d kernels executed; %ld error(s)\n", launches,
                  executed.size(), kKernelCount, errors);
   }
