@@ -398,7 +398,7 @@ std::string describe_device_address(uintptr_t a) {
   if (al) {
     const intptr_t off = intptr_t(a - uintptr_t(start));
     if (off >= 0 && size_t(off) < al->user) return format("byte %td of a %zu-byte allocation", off, al->user);
-    if (off >= 0) return format("%zu byte(s) past the end of a %zu-byte allocation", size_t(off) - al->user + 1, al->user);
+    if (off >= 0) return format("byte %td of a %zu-byte allocation, past its end", off, al->user);
   }
   return format("device address %#" PRIxPTR " (no allocation there: out of bounds, or freed)", a);
 }
@@ -675,7 +675,7 @@ std::string describe_shared_address(const Arena& a, size_t off) {
   const std::string name = format("__shared__ %s (%s:%d, %zu bytes)", best->site->name, best->site->file,
                                   best->site->line, best->bytes);
   if (rel < 0) return format("%td byte(s) before %s", -rel, name.c_str());
-  if (size_t(rel) >= best->bytes) return format("%zu byte(s) past the end of %s", size_t(rel) - best->bytes + 1, name.c_str());
+  if (size_t(rel) >= best->bytes) return format("byte %td of %s, past its end", rel, name.c_str());
   return format("byte %td of %s", rel, name.c_str());
 }
 
