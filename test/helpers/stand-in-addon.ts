@@ -1,6 +1,6 @@
-// A stand-in native addon for a CLI child process, loaded through MGHF_BINARY: the stand-in
-// trainer of fake-trainer.ts (transpiled to JavaScript) with a trainStep that takes `stepMs`,
-// and an info() that reports no CUDA. Enough for `mghf pretrain`; nothing else.
+// A stand-in native addon for a CLI child process, loaded through MGHF_BINARY: every function of
+// the stand-in trainer of fake-trainer.ts (transpiled to JavaScript), its trainStep taking
+// `stepMs`, and an info() that reports no CUDA. Enough for `mghf pretrain`; nothing else.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -16,7 +16,7 @@ export function writeStandInAddon(dir: string, stepMs = 15): string {
     shim,
     `const f = require('./fake-trainer.js').fakeTrainer();
 module.exports = {
-  trainerCreate: f.trainerCreate, trainEval: f.trainEval, trainerState: f.trainerState,
+  ...f,
   info: () => ({ cuda: { available: false, reason: 'a stand-in addon', deviceCount: 0 } }),
   trainStep: async (...a) => { await new Promise((r) => setTimeout(r, ${stepMs})); return f.trainStep(...a); },
 };
