@@ -1,5 +1,4 @@
-// The op interface every backend implements. The CPU backend is the only one
-// for now; the CUDA backend will implement the same calls.
+// The op interface every backend implements: the CPU backend and the CUDA one.
 #pragma once
 #include <string>
 
@@ -17,9 +16,10 @@ class Backend {
   virtual int threads() const = 0;
   virtual LossResult<float> loss(const DfeWeights<float>& w, const float* sr, const float* gt,
                                  const Shape& s, const LossOptions& opt) = 0;
-  // F [B, N, H, W] = DFE(x).
+  // F [B, N, H, W] = DFE(x). E_NUMERIC when F is not finite; E_ABORTED when
+  // `cancel` is raised meanwhile.
   virtual void features(const DfeWeights<float>& w, const float* x, const Shape& s,
-                        InputRange range, float* F) = 0;
+                        InputRange range, float* F, const CancelFlag* cancel = nullptr) = 0;
 };
 
 Backend& cpu_backend();

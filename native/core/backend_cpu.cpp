@@ -14,8 +14,14 @@ class CpuBackend final : public Backend {
     return mghf_loss<float, FastKernels>(w, sr, gt, s, opt);
   }
   void features(const DfeWeights<float>& w, const float* x, const Shape& s, InputRange range,
-                float* F) override {
-    dfe_forward<float, FastKernels>(w, x, s.B, s.H, s.W, range, F, nullptr);
+                float* F, const CancelFlag* cancel) override {
+    dfe_forward<float, FastKernels>(w, x, s.B, s.H, s.W, range, F, nullptr, cancel);
+    const int64_t n = int64_t(s.B) * w.arch.channels * s.H * s.W;
+    check_finite(F, n, NumericStage::Features, "the features", [&] {
+      NumericContext c;
+      c.weights_hint = largest_weight_hint(w);
+      return c;
+    });
   }
 };
 

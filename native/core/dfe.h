@@ -9,6 +9,7 @@
 
 #include "buffer.h"
 #include "dfe_weights.h"
+#include "numeric_checks.h"
 #include "parallel.h"
 
 namespace mghf {
@@ -73,10 +74,10 @@ void irb_backward(const IrbWeights<T>& w, int c, int h, int H, int W, const uint
 }  // namespace detail
 
 // F [B, N, H, W] = DFE(x [B, 3, H, W]). With a tape, records what
-// dfe_backward needs.
+// dfe_backward needs. A raised `cancel` stops it between blocks (E_ABORTED).
 template <class T, class Kn>
 void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputRange range, T* F,
-                 DfeTape<T>* tape) {
+                 DfeTape<T>* tape, const CancelFlag* cancel = nullptr) {
   const DfeArchitecture& a = w.arch;
   const int N = a.channels, c = a.half(), h = a.hidden();
   const int64_t P = int64_t(H) * W, cP = int64_t(c) * P, hP = int64_t(h) * P;
@@ -108,6 +109,7 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
     T* zp = a.blocks % 2 ? z.data() : y.data();
     Kn::stem(N, H, W, w.stem_weight.data(), w.stem_bias.data(), xh.data(), zp);
     for (int k = 0; k < a.blocks; ++k) {
+      throw_if_cancelled(cancel);
       T* yp = k == a.blocks - 1 ? Fb : (zp == z.data() ? y.data() : z.data());
       const BlockWeights<T>& bw = w.block[k];
       BlockTape<T>* bt = tape ? &tape->block[k] : nullptr;
@@ -139,7 +141,7 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
 // dF is used as scratch (saves a copy of the largest tensor).
 template <class T, class Kn>
 void dfe_backward(const DfeWeights<T>& w, const DfeTape<T>& tape, T* dF, int B, int H, int W,
-                  InputRange range, T* dx) {
+                  InputRange range, T* dx, const CancelFlag* cancel = nullptr) {
   const DfeArchitecture& a = w.arch;
   const int N = a.channels, c = a.half(), h = a.hidden();
   const int64_t P = int64_t(H) * W, cP = int64_t(c) * P, hP = int64_t(h) * P;
@@ -148,6 +150,7 @@ void dfe_backward(const DfeWeights<T>& w, const DfeTape<T>& tape, T* dF, int B, 
     T* dz = dF + int64_t(b) * N * P;
     T* dy = other.data();
     for (int k = a.blocks - 1; k >= 0; --k) {
+      throw_if_cancelled(cancel);
       const BlockWeights<T>& bw = w.block[k];
       const BlockTape<T>& bt = tape.block[k];
       const T* z1 = bt.z1.data() + b * cP;

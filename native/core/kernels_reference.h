@@ -183,8 +183,10 @@ struct ReferenceKernels {
   static void histogram256(const T* x, int64_t n, float lo, float range, int64_t* count) {
     for (int64_t i = 0; i < n; ++i) {
       const float t = (float(x[i]) - lo) / range;
-      const float scaled = 256.0f * t;
-      ++count[std::min(255, int(std::floor(scaled)))];
+      const float f = std::floor(256.0f * t);
+      // min(255, floor(256·t)); a NaN (a non-finite map, which the loss
+      // rejects before this) lands in bin 0 instead of indexing out of bounds.
+      ++count[f >= 255.0f ? 255 : (f >= 0.0f ? int(f) : 0)];
     }
   }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lip_params.h"
+#include "numeric_checks.h"
 #include "parallel.h"
 
 namespace mghf {
@@ -44,6 +45,8 @@ struct LipScratch {
 };
 
 // Returns L_lip = (1/(B·N)) Σ_{b,k} Σ_i l_i; adds scale·∂L_lip/∂S into dS.
+// o.monce.cancel raised: the remaining maps are skipped, monce stops between
+// iterations, and it throws E_ABORTED.
 template <class T, class Kn>
 double lip_loss(const T* G, const T* S, int B, int N, int H, int W, const LipOptions& o,
                 double scale, T* dS) {
@@ -53,6 +56,7 @@ double lip_loss(const T* G, const T* S, int B, int N, int H, int W, const LipOpt
   std::vector<double> per_map(size_t(B) * N);
   const double g0 = scale / (double(B) * N);
   parallel_for(int64_t(B) * N, [&](int64_t bk) {
+    if (cancel_requested(o.monce.cancel)) return;
     const T* splane = S + bk * plane;
     const T* gplane = G + bk * plane;
     // Each thread keeps its buffers from call to call: a fresh megabyte per
@@ -86,7 +90,7 @@ double lip_loss(const T* G, const T* S, int B, int N, int H, int W, const LipOpt
     if (dS) sc.dsim.resize(size_t(P) * P);
     per_map[size_t(bk)] =
         Kn::monce(P, sim, o.monce, g0, dS ? sc.dsim.data() : nullptr, sc.work, sc.kwork);
-    if (!dS) return;
+    if (!dS || cancel_requested(o.monce.cancel)) return;
     // ∂/∂q = ∂sim · g, then through q = v / (‖v‖ + δ):
     // ∂v = ∂q/(n+δ) − v·(v·∂q)/(n·(n+δ)²), the second term 0 where n = 0.
     sc.dq.resize(size_t(P) * D);
@@ -107,6 +111,7 @@ double lip_loss(const T* G, const T* S, int B, int N, int H, int W, const LipOpt
       }
     }
   });
+  throw_if_cancelled(o.monce.cancel);
   double total = 0;
   for (double v : per_map) total += v;  // fixed order
   return total / (double(B) * N);

@@ -14,6 +14,7 @@
 #include "error.h"
 #include "lip.h"
 #include "lip_params.h"
+#include "numeric_checks.h"
 
 namespace mghf {
 
@@ -32,6 +33,9 @@ struct LossOptions {
   LipOptions lip;
   bool details = false;  // return importance and selection
   bool profile = false;  // return per-stage times
+  // Raised by another thread to abandon the call (E_ABORTED), checked between
+  // stages, DFE blocks, LIP maps and Sinkhorn iterations.
+  const CancelFlag* cancel = nullptr;
 };
 
 struct Shape {
@@ -121,6 +125,28 @@ inline TermPlan plan_terms(const LossOptions& opt) {
   return p;
 }
 
+// The options and weights an E_NUMERIC message names (numeric_checks.h).
+template <class T>
+NumericContext numeric_context(const LossOptions& o, const DfeWeights<T>& w) {
+  NumericContext c;
+  c.gamma1 = o.gamma1;
+  c.gamma2 = o.gamma2;
+  c.gamma3 = o.gamma3;
+  c.beta1 = o.beta1;
+  c.beta2 = o.beta2;
+  c.beta3 = o.beta3;
+  c.alpha = o.alpha;
+  c.gamma = o.gamma;
+  c.tau = o.lip.monce.tau;
+  c.eps_ot = o.lip.monce.eps_ot;
+  c.Q = o.lip.monce.Q;
+  c.weights_hint = largest_weight_hint(w);
+  return c;
+}
+
+// Every stage's output is scanned for NaN/±Inf before the next stage reads it
+// (E_NUMERIC names the first stage that produced one), and the cancel flag is
+// checked between stages (E_ABORTED).
 template <class T, class Kn>
 LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const Shape& s,
                         const LossOptions& opt) {
@@ -138,14 +164,19 @@ LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const 
   detail::Stopwatch clock(opt.profile ? &r.timings : nullptr);
   const int N = w.arch.channels;
   const int64_t P = int64_t(s.H) * s.W, count = int64_t(s.B) * N * P;
+  auto ctx = [&] { return numeric_context(opt, w); };
+  throw_if_cancelled(opt.cancel);
   Buffer<T> G{size_t(count)}, S{size_t(count)}, dS{size_t(count)};
-  dfe_forward<T, Kn>(w, gt, s.B, s.H, s.W, opt.range, G.data(), nullptr);
+  dfe_forward<T, Kn>(w, gt, s.B, s.H, s.W, opt.range, G.data(), nullptr, opt.cancel);
+  check_finite(G.data(), count, NumericStage::DfeForwardGt, "the features of gt", ctx);
   DfeTape<T> tape;
-  dfe_forward<T, Kn>(w, sr, s.B, s.H, s.W, opt.range, S.data(), &tape);
+  dfe_forward<T, Kn>(w, sr, s.B, s.H, s.W, opt.range, S.data(), &tape, opt.cancel);
+  check_finite(S.data(), count, NumericStage::DfeForwardSr, "the features of sr", ctx);
   dS.zero();
   clock.lap("dfe_forward");
 
   if (do_n) {
+    throw_if_cancelled(opt.cancel);
     r.n = sum_squared_difference(S.data(), G.data(), count) / double(count);
     // ∂(Γ1·L_n)/∂S = Γ1 · 2 (S − G) / (B·N·H·W)
     const T k = T(g1 * 2.0 / double(count));
@@ -153,15 +184,22 @@ LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const 
     const T* Sp = S.data();
     const T* Gp = G.data();
     detail::elementwise(count, [&](int64_t i) { d[i] += (Sp[i] - Gp[i]) * k; });
+    check_finite_value(r.n, NumericStage::N, "L_n", ctx);
+    check_finite(dS.data(), count, NumericStage::N, "its gradient", ctx);
     clock.lap("n");
   }
   if (do_csc) {
+    throw_if_cancelled(opt.cancel);
     const int M = std::min(opt.M, N);
     std::vector<double> imp = channel_importance<T, Kn>(G.data(), S.data(), s.B, N, P);
+    // Before the sort: a NaN would break its ordering.
+    check_finite(imp.data(), int64_t(imp.size()), NumericStage::Importance, "the importance", ctx);
     ChannelSelection chosen = select_channels(imp, s.B, N, M, opt.selected, opt.alpha, opt.gamma);
     std::vector<int>& sel = chosen.sel;
     const std::vector<double>& wts = chosen.weights;
+    check_finite(wts.data(), int64_t(wts.size()), NumericStage::Importance, "the weights w", ctx);
     clock.lap("importance");
+    throw_if_cancelled(opt.cancel);
     const CscParts parts = csc_loss<T, Kn>(G.data(), S.data(), s.B, N, P, M, sel.data(), wts.data(),
                                            {b1 ? opt.beta1 : 0, b2 ? opt.beta2 : 0,
                                             b3 ? opt.beta3 : 0, g2},
@@ -170,6 +208,11 @@ LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const 
     r.corr = b2 ? parts.corr : 0;
     r.gram = b3 ? parts.gram : 0;
     r.csc = opt.beta1 * r.mse + opt.beta2 * r.corr + opt.beta3 * r.gram;
+    check_finite_value(r.mse, NumericStage::Csc, "mse", ctx);
+    check_finite_value(r.corr, NumericStage::Csc, "corr", ctx);
+    check_finite_value(r.gram, NumericStage::Csc, "gram", ctx);
+    check_finite_value(r.csc, NumericStage::Csc, "csc", ctx);
+    check_finite(dS.data(), count, NumericStage::Csc, "its gradient", ctx);
     if (opt.details) {
       r.importance = std::move(imp);
       r.selected = std::move(sel);
@@ -177,12 +220,20 @@ LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const 
     clock.lap("csc");
   }
   if (do_lip) {
-    r.lip = lip_loss<T, Kn>(G.data(), S.data(), s.B, N, s.H, s.W, opt.lip, g3, dS.data());
+    throw_if_cancelled(opt.cancel);
+    LipOptions lip = opt.lip;
+    lip.monce.cancel = opt.cancel;
+    r.lip = lip_loss<T, Kn>(G.data(), S.data(), s.B, N, s.H, s.W, lip, g3, dS.data());
+    check_finite_value(r.lip, NumericStage::Lip, "L_lip", ctx);
+    check_finite(dS.data(), count, NumericStage::Lip, "its gradient", ctx);
     clock.lap("lip");
   }
   r.loss = g1 * r.n + g2 * r.csc + g3 * r.lip;
   if (!c) r.loss = r.n;
-  dfe_backward<T, Kn>(w, tape, dS.data(), s.B, s.H, s.W, opt.range, r.grad.data());
+  check_finite_value(r.loss, NumericStage::Total, "the loss", ctx);
+  throw_if_cancelled(opt.cancel);
+  dfe_backward<T, Kn>(w, tape, dS.data(), s.B, s.H, s.W, opt.range, r.grad.data(), opt.cancel);
+  check_finite(r.grad.data(), s.size(), NumericStage::DfeBackward, "the gradient", ctx);
   clock.lap("dfe_backward");
   return r;
 }

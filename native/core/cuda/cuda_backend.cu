@@ -212,7 +212,7 @@ class CudaBackend final : public Backend {
   LossResult<float> loss(const DfeWeights<float>& w, const float* sr, const float* gt,
                          const Shape& s, const LossOptions& opt) override;
   void features(const DfeWeights<float>& w, const float* x, const Shape& s, InputRange range,
-                float* F) override;
+                float* F, const CancelFlag* cancel) override;
 
  private:
   const int device_;
@@ -223,7 +223,10 @@ class CudaBackend final : public Backend {
   std::mutex call_mutex_;
 };
 
-// loss.h's mghf_loss, line for line, with the tensors on the device.
+// loss.h's mghf_loss, line for line, with the tensors on the device: the same
+// finiteness checks after each stage (a scan on the device, then the index
+// and value downloaded) and the same cancel checks between stages; each scan
+// synchronises the stream, so a cancel takes effect within one stage.
 LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr, const float* gt,
                                     const Shape& s, const LossOptions& opt) {
   LossResult<float> r;
@@ -238,12 +241,19 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
   if (!do_n && !do_csc && !do_lip) return r;  // every term off: no work at all
 
   std::lock_guard<std::mutex> serial(call_mutex_);
+  throw_if_cancelled(opt.cancel);
   DeviceScope scope(device_);
   CallMemory mem(w.arch, s);
   Stream stream;
   Timeline clock(opt.profile, stream);  // "dfe_forward" includes the uploads
   const int N = w.arch.channels;
   const int64_t P = int64_t(s.H) * s.W, count = int64_t(s.B) * N * P;
+  auto ctx = [&] { return numeric_context(opt, w); };
+  auto check_device = [&](const float* x, int64_t n, NumericStage stage, const char* what) {
+    float value = 0;
+    const int64_t i = cuda::first_nonfinite(x, n, &value, stream);
+    if (i >= 0) numeric_error(stage, std::string(what) + " at index " + std::to_string(i), value, ctx());
+  };
   cuda::upload(w, mem.w, stream);
   upload_array(sr, size_t(s.size()), mem.sr, stream);
   upload_array(gt, size_t(s.size()), mem.gt, stream);
@@ -252,8 +262,11 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
   mem.dS.resize(size_t(count));
   cuda::dfe_forward(mem.w, mem.gt.data(), s.B, s.H, s.W, opt.range, mem.G.data(), nullptr,
                     mem.scratch, stream);
+  check_device(mem.G.data(), count, NumericStage::DfeForwardGt, "the features of gt");
+  throw_if_cancelled(opt.cancel);
   cuda::dfe_forward(mem.w, mem.sr.data(), s.B, s.H, s.W, opt.range, mem.S.data(), &mem.tape,
                     mem.scratch, stream);
+  check_device(mem.S.data(), count, NumericStage::DfeForwardSr, "the features of sr");
   if (count)
     MGHF_CUDA_CHECK(cudaMemsetAsync(mem.dS.data(), 0, size_t(count) * sizeof(float), stream));
   clock.lap("dfe_forward");
@@ -261,18 +274,25 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
   const float* G = mem.G.data();
   const float* S = mem.S.data();
   if (do_n) {
+    throw_if_cancelled(opt.cancel);
     r.n = cuda::sum_squared_difference(S, G, count, stream) / double(count);
     // ∂(Γ1·L_n)/∂S = Γ1 · 2 (S − G) / (B·N·H·W)
     cuda::n_gradient(S, G, count, float(g1 * 2.0 / double(count)), mem.dS.data(), stream);
+    check_finite_value(r.n, NumericStage::N, "L_n", ctx);
+    check_device(mem.dS.data(), count, NumericStage::N, "its gradient");
     clock.lap("n");
   }
   if (do_csc) {
+    throw_if_cancelled(opt.cancel);
     const int M = std::min(opt.M, N);
     std::vector<double> imp = cuda::importance(G, S, s.B, N, P, stream);
+    check_finite(imp.data(), int64_t(imp.size()), NumericStage::Importance, "the importance", ctx);
     ChannelSelection chosen = select_channels(imp, s.B, N, M, opt.selected, opt.alpha, opt.gamma);
     std::vector<int>& sel = chosen.sel;
     const std::vector<double>& wts = chosen.weights;
+    check_finite(wts.data(), int64_t(wts.size()), NumericStage::Importance, "the weights w", ctx);
     clock.lap("importance");
+    throw_if_cancelled(opt.cancel);
     const CscWeights cw{b1 ? opt.beta1 : 0, b2 ? opt.beta2 : 0, b3 ? opt.beta3 : 0, g2};
     const CscParts parts =
         cuda::csc(G, S, s.B, N, P, M, sel.data(), wts.data(), cw, mem.dS.data(), stream);
@@ -280,6 +300,11 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
     r.corr = b2 ? parts.corr : 0;
     r.gram = b3 ? parts.gram : 0;
     r.csc = opt.beta1 * r.mse + opt.beta2 * r.corr + opt.beta3 * r.gram;
+    check_finite_value(r.mse, NumericStage::Csc, "mse", ctx);
+    check_finite_value(r.corr, NumericStage::Csc, "corr", ctx);
+    check_finite_value(r.gram, NumericStage::Csc, "gram", ctx);
+    check_finite_value(r.csc, NumericStage::Csc, "csc", ctx);
+    check_device(mem.dS.data(), count, NumericStage::Csc, "its gradient");
     if (opt.details) {
       r.importance = std::move(imp);
       r.selected = std::move(sel);
@@ -287,11 +312,18 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
     clock.lap("csc");
   }
   if (do_lip) {
-    r.lip = cuda::lip(G, S, s.B, N, s.H, s.W, opt.lip, g3, mem.dS.data(), stream);
+    throw_if_cancelled(opt.cancel);
+    LipOptions lip = opt.lip;
+    lip.monce.cancel = opt.cancel;
+    r.lip = cuda::lip(G, S, s.B, N, s.H, s.W, lip, g3, mem.dS.data(), stream);
+    check_finite_value(r.lip, NumericStage::Lip, "L_lip", ctx);
+    check_device(mem.dS.data(), count, NumericStage::Lip, "its gradient");
     clock.lap("lip");
   }
   r.loss = g1 * r.n + g2 * r.csc + g3 * r.lip;
   if (!c) r.loss = r.n;
+  check_finite_value(r.loss, NumericStage::Total, "the loss", ctx);
+  throw_if_cancelled(opt.cancel);
   mem.dx.resize(size_t(s.size()));
   cuda::dfe_backward(mem.w, mem.tape, mem.dS.data(), s.B, s.H, s.W, opt.range, mem.dx.data(),
                      mem.scratch, stream);
@@ -300,13 +332,15 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
                                     cudaMemcpyDeviceToHost, stream));
   clock.lap("dfe_backward");  // includes the download
   stream.sync();
+  check_finite(r.grad.data(), s.size(), NumericStage::DfeBackward, "the gradient", ctx);
   clock.collect(r.timings);
   return r;
 }
 
 void CudaBackend::features(const DfeWeights<float>& w, const float* x, const Shape& s,
-                           InputRange range, float* F) {
+                           InputRange range, float* F, const CancelFlag* cancel) {
   std::lock_guard<std::mutex> serial(call_mutex_);
+  throw_if_cancelled(cancel);
   DeviceScope scope(device_);
   CallMemory mem(w.arch, s);
   Stream stream;
@@ -320,6 +354,14 @@ void CudaBackend::features(const DfeWeights<float>& w, const float* x, const Sha
     MGHF_CUDA_CHECK(
         cudaMemcpyAsync(F, mem.G.data(), count * sizeof(float), cudaMemcpyDeviceToHost, stream));
   stream.sync();
+  // The whole forward is one pass of whole-batch launches: cancelled, it is
+  // dropped here. F is on the host: the CPU backend's scan.
+  throw_if_cancelled(cancel);
+  check_finite(F, int64_t(count), NumericStage::Features, "the features", [&] {
+    NumericContext c;
+    c.weights_hint = largest_weight_hint(w);
+    return c;
+  });
 }
 
 }  // namespace

@@ -114,8 +114,10 @@ class CudaTrainerImpl final : public CudaTrainer {
                   const TrainConfig& cfg);
   ~CudaTrainerImpl() override;
 
-  StepStats step(const float* x, const int* labels, int B, int H, int W) override;
-  StepStats evaluate(const float* x, const int* labels, int B, int H, int W) const override;
+  StepStats step(const float* x, const int* labels, int B, int H, int W,
+                 const CancelFlag* cancel) override;
+  StepStats evaluate(const float* x, const int* labels, int B, int H, int W,
+                     const CancelFlag* cancel) const override;
   void for_each_tensor(const std::function<void(const std::string&, Buffer<float>&)>& fn) override;
   Buffer<float>* tensor(const std::string& name) override;
   const DfeWeights<float>& dfe() const override;
@@ -521,8 +523,10 @@ StepStats CudaTrainerImpl::collect(int B) const {
   return st;
 }
 
-StepStats CudaTrainerImpl::step(const float* x, const int* labels, int B, int H, int W) {
+StepStats CudaTrainerImpl::step(const float* x, const int* labels, int B, int H, int W,
+                                const CancelFlag* cancel) {
   std::lock_guard<std::mutex> lock(mutex_);
+  throw_if_cancelled(cancel);
   DeviceScope scope(device_);
   last_times.clear();
   prepare(x, labels, B, H, W);
@@ -535,6 +539,7 @@ StepStats CudaTrainerImpl::step(const float* x, const int* labels, int B, int H,
   MGHF_CUDA_CHECK(
       cudaMemcpyAsync(&flag, wk_.flag.data(), sizeof(int), cudaMemcpyDeviceToHost, stream_));
   const StepStats st = collect(B);  // synchronises
+  throw_if_cancelled(cancel);        // before the update: the state stays untouched
   if (!std::isfinite(st.loss))
     throw Error("E_NONFINITE", "the loss is not finite (" + std::to_string(st.loss) +
                                    "); no update was made");
@@ -568,9 +573,10 @@ StepStats CudaTrainerImpl::step(const float* x, const int* labels, int B, int H,
   return st;
 }
 
-StepStats CudaTrainerImpl::evaluate(const float* x, const int* labels, int B, int H,
-                                    int W) const {
+StepStats CudaTrainerImpl::evaluate(const float* x, const int* labels, int B, int H, int W,
+                                    const CancelFlag* cancel) const {
   std::lock_guard<std::mutex> lock(mutex_);
+  throw_if_cancelled(cancel);
   DeviceScope scope(device_);
   prepare(x, labels, B, H, W);
   forward(false);

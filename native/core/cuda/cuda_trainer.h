@@ -36,11 +36,15 @@ class CudaTrainer {
 
   // As Trainer::step: forward, loss, backward, one Adam step at
   // scheduled_lr(config, steps), then ++steps. Throws E_NONFINITE, leaving the
-  // state untouched, when the loss or a gradient is not finite. x and labels
-  // are host memory.
-  virtual StepStats step(const float* x, const int* labels, int B, int H, int W) = 0;
+  // state untouched, when the loss or a gradient is not finite, and E_ABORTED
+  // when `cancel` is raised before the update (checked once the batch's
+  // gradients are done: a step is one pass of whole-batch launches). x and
+  // labels are host memory.
+  virtual StepStats step(const float* x, const int* labels, int B, int H, int W,
+                         const CancelFlag* cancel = nullptr) = 0;
   // Forward only, no update.
-  virtual StepStats evaluate(const float* x, const int* labels, int B, int H, int W) const = 0;
+  virtual StepStats evaluate(const float* x, const int* labels, int B, int H, int W,
+                             const CancelFlag* cancel = nullptr) const = 0;
 
   double current_lr() const { return scheduled_lr(config, steps); }
 

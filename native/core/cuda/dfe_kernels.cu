@@ -371,6 +371,15 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0) *out = s;
 }
 
+// *first = min(*first, i) over the non-finite x[i]: the smallest index, whatever
+// the order of the atomics (numeric_checks.h's first_nonfinite).
+__global__ void first_nonfinite_kernel(int64_t n, const float* __restrict__ x,
+                                       unsigned long long* __restrict__ first) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    if (!isfinite(x[i])) atomicMin(first, (unsigned long long)i);
+}
+
 __global__ void n_gradient_kernel(int64_t n, const float* __restrict__ S,
                                   const float* __restrict__ G, float k, float* __restrict__ dS) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
@@ -505,6 +514,22 @@ double sum_squared_difference(const float* a, const float* b, int64_t n, cudaStr
                                   cudaMemcpyDeviceToHost, stream));
   MGHF_CUDA_CHECK(cudaStreamSynchronize(stream));  // before `partial` goes back to the cache
   return total;
+}
+
+int64_t first_nonfinite(const float* x, int64_t n, float* value, cudaStream_t stream) {
+  if (n == 0) return -1;
+  DeviceBuffer<unsigned long long> first(1);
+  MGHF_CUDA_CHECK(cudaMemsetAsync(first.data(), 0xff, sizeof(unsigned long long), stream));
+  first_nonfinite_kernel<<<elementwise_blocks(n), kThreads, 0, stream>>>(n, x, first.data());
+  MGHF_CUDA_LAUNCH_CHECK();
+  unsigned long long i = 0;
+  MGHF_CUDA_CHECK(
+      cudaMemcpyAsync(&i, first.data(), sizeof(i), cudaMemcpyDeviceToHost, stream));
+  MGHF_CUDA_CHECK(cudaStreamSynchronize(stream));  // before `first` goes back to the cache
+  if (i == ~0ull) return -1;
+  MGHF_CUDA_CHECK(cudaMemcpyAsync(value, x + i, sizeof(float), cudaMemcpyDeviceToHost, stream));
+  MGHF_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return int64_t(i);
 }
 
 void n_gradient(const float* S, const float* G, int64_t n, float k, float* dS,

@@ -73,6 +73,9 @@ void coupling_scale(int B, int c, int64_t P, float* dz1, int64_t dz1_bs, const f
 double sum_squared_difference(const float* a, const float* b, int64_t n, cudaStream_t stream);
 // dS += (S − G) · k over n floats (loss.h: k = Γ1·2/(B·N·H·W) in float).
 void n_gradient(const float* S, const float* G, int64_t n, float k, float* dS, cudaStream_t stream);
+// The smallest i with x[i] (device, n floats) not finite, and that value in
+// *value (host), or −1 (numeric_checks.h's first_nonfinite). Synchronises `stream`.
+int64_t first_nonfinite(const float* x, int64_t n, float* value, cudaStream_t stream);
 
 // ---- the model (dfe.h's dfe_forward / dfe_backward over the ops above) ----
 

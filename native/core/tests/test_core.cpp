@@ -3,6 +3,7 @@
 // CPU runs) against the reference kernels, the whole DFE and MGHF-n loss.
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <cstring>
 #include <functional>
@@ -304,17 +305,32 @@ void check_irb(const FastKernelTable& t) {
     for (int i = 0; i < P; ++i) simd[size_t(i) * P + i] = 1.0;
     std::vector<float> simf(simd.begin(), simd.end());
     for (size_t k = 0; k < simd.size(); ++k) simd[k] = simf[k];
-    MonceParams prm;
-    prm.iters = 20;
-    std::vector<double> work, dr(simd.size());
-    std::vector<double> kd;
-    std::vector<float> kf, df(simd.size());
-    const double lr = ref::monce<double>(P, simd.data(), prm, 0.5, dr.data(), work, kd);
-    const double lf = t.monce(P, simf.data(), prm, 0.5, df.data(), work, kf);
-    CHECK(std::fabs(lf - lr) <= 1e-5 * std::fabs(lr) + 1e-9, "%s monce P=%d loss %.9g vs %.9g", t.isa, P, lf, lr);
-    std::vector<double> dfd(df.begin(), df.end());
-    const double ge = rel_l2(dfd.data(), dr.data(), dr.size());
-    CHECK(ge <= 1e-4 || P == 1, "%s monce P=%d dsim rel err %g", t.isa, P, ge);
+    // The plain form (ε = 1), the log-domain one (ε = 0.01: |C| up to 100),
+    // and the bounded extremes of lib/limits.ts (log domain, τ = 1e-3, Q = 1e6).
+    struct Form { double eps, tau, Q; };
+    for (Form f : {Form{1.0, 0.07, 1.0}, Form{0.01, 0.07, 1.0}, Form{1e-3, 1e-3, 1e6}}) {
+      MonceParams prm;
+      prm.iters = 20;
+      prm.eps_ot = f.eps;
+      prm.tau = f.tau;
+      prm.Q = f.Q;
+      std::vector<double> work, dr(simd.size());
+      std::vector<double> kd;
+      std::vector<float> kf, df(simd.size());
+      const double lr = ref::monce<double>(P, simd.data(), prm, 0.5, dr.data(), work, kd);
+      const double lf = t.monce(P, simf.data(), prm, 0.5, df.data(), work, kf);
+      CHECK(std::isfinite(lf) && first_nonfinite(df.data(), int64_t(df.size())) < 0,
+            "%s monce P=%d eps %g: not finite", t.isa, P, f.eps);
+      CHECK(std::fabs(lf - lr) <= 1e-5 * std::fabs(lr) + 1e-9, "%s monce P=%d eps %g loss %.9g vs %.9g",
+            t.isa, P, f.eps, lf, lr);
+      std::vector<double> dfd(df.begin(), df.end());
+      const double ge = rel_l2(dfd.data(), dr.data(), dr.size());
+      // τ = 1e-3 makes p one-hot: the float rounding of p (1e-7) is amplified
+      // 1/τ-fold; and a gradient below float's range (1e-265) is 0 in float.
+      const bool negligible = std::sqrt(dot(dr, dr)) < 1e-30;
+      CHECK(ge <= (f.tau < 0.01 ? 1e-3 : 1e-4) || P == 1 || negligible,
+            "%s monce P=%d eps %g dsim rel err %g", t.isa, P, f.eps, ge);
+    }
   }
 }
 
@@ -545,6 +561,201 @@ void test_lip_gradcheck() {
   CHECK(rel_l2(dS2.data(), dS.data(), dS.size()) > 1e-4, "sinkhornGrad off must change the gradient");
 }
 
+// The log-domain Sinkhorn (SPEC §6 "Numerical form"): the same numbers as the
+// plain form where both are finite, finite where the plain one is not, and its
+// hand-written backward (through every iteration, and with the plan constant)
+// against finite differences, in double.
+void test_monce_log_domain() {
+  Rng rng(31);
+  auto sims = [&](int P) {
+    std::vector<double> sim(size_t(P) * P);
+    for (auto& v : sim) v = rng.uniform(-1, 1);
+    for (int i = 0; i < P; ++i) sim[size_t(i) * P + i] = rng.uniform(0.5, 1);
+    return sim;
+  };
+  for (int P : {1, 2, 5, 23}) {
+    const std::vector<double> sim = sims(P);
+    for (bool sgrad : {true, false}) {
+      // Both forms where the plain one is finite (ε = 0.05: |C| ≤ 20, and 0.02: ≤ 50).
+      for (double eps : {0.05, 0.02, 1.0}) {
+        MonceParams prm;
+        prm.iters = 15;
+        prm.eps_ot = eps;
+        prm.sinkhorn_grad = sgrad;
+        std::vector<double> work, kw, d_plain(sim.size()), d_log(sim.size());
+        prm.form = SinkhornForm::Plain;
+        const double l_plain = ref::monce<double>(P, sim.data(), prm, 0.7, d_plain.data(), work, kw);
+        prm.form = SinkhornForm::Log;
+        const double l_log = ref::monce<double>(P, sim.data(), prm, 0.7, d_log.data(), work, kw);
+        const double ge = rel_l2(d_log.data(), d_plain.data(), d_plain.size());
+        CHECK(std::fabs(l_log - l_plain) <= 1e-11 * std::fabs(l_plain) + 1e-13 && ge <= 1e-9,
+              "P=%d eps %g sgrad %d: log %.15g vs plain %.15g, dsim rel err %g", P, eps, sgrad, l_log,
+              l_plain, ge);
+      }
+      // The bounded extremes: the plain form overflows (NaN) at ε = 1e-3 (|C| up
+      // to 1000), the automatic choice does not.
+      for (double eps : {1e-3, 5e-3}) {
+        MonceParams prm;
+        prm.iters = 15;
+        prm.eps_ot = eps;
+        prm.tau = 1e-3;
+        prm.Q = 1e6;
+        prm.sinkhorn_grad = sgrad;
+        std::vector<double> work, kw, d(sim.size());
+        const double l = ref::monce<double>(P, sim.data(), prm, 0.7, d.data(), work, kw);
+        CHECK(std::isfinite(l) && first_nonfinite(d.data(), int64_t(d.size())) < 0,
+              "P=%d eps %g sgrad %d: loss %g not finite", P, eps, sgrad, l);
+        prm.form = SinkhornForm::Plain;
+        const double lp = ref::monce<double>(P, sim.data(), prm, 0.7, d.data(), work, kw);
+        CHECK(P == 1 || eps > 1e-3 || !std::isfinite(lp) || first_nonfinite(d.data(), int64_t(d.size())) >= 0,
+              "P=%d eps %g: the plain form was expected to overflow here (%g)", P, eps, lp);
+      }
+      // The backward of the log-domain form against finite differences of its
+      // forward (ε = 0.01, τ = 0.1: |C| up to 100, a sharp but smooth plan).
+      // With the plan constant the gradient is partial by design: the
+      // agreement with the plain form above covers it.
+      if (!sgrad) continue;
+      for (double Q : {1.0, 0.0, 1e3}) {
+        MonceParams prm;
+        prm.iters = 12;
+        prm.eps_ot = 0.01;
+        prm.tau = 0.1;
+        prm.Q = Q;
+        prm.form = SinkhornForm::Log;
+        std::vector<double> work, kw, d(sim.size());
+        ref::monce<double>(P, sim.data(), prm, 1.0, d.data(), work, kw);
+        auto f = [&](const std::vector<double>& x) {
+          std::vector<double> w2, k2;
+          return ref::monce<double>(P, x.data(), prm, 1.0, nullptr, w2, k2);
+        };
+        for (int rep = 0; rep < 2; ++rep) {
+          const double e = directional_error(f, sim, d, rng, 1e-7);
+          CHECK(e < 1e-5, "P=%d Q %g: log-domain monce directional error %g", P, Q, e);
+        }
+      }
+    }
+  }
+  // Through lip_loss (patches, normalisation, P_max) with the log domain chosen
+  // automatically (ε = 0.01), in double against finite differences.
+  const int B = 1, N = 2, H = 13, W = 12;
+  auto G = rng.vec<double>(size_t(B) * N * H * W, -1, 1);
+  auto S0 = G;
+  for (auto& v : S0) v += rng.uniform(-0.5, 0.5);
+  LipOptions o;
+  o.patch = 4;
+  o.stride = 3;
+  o.pmax = 7;
+  o.monce.iters = 8;
+  o.monce.tau = 0.2;
+  o.monce.eps_ot = 0.01;
+  auto f = [&](const std::vector<double>& S) {
+    return lip_loss<double, Ref>(G.data(), S.data(), B, N, H, W, o, 1.0, nullptr);
+  };
+  std::vector<double> dS(S0.size(), 0.0);
+  lip_loss<double, Ref>(G.data(), S0.data(), B, N, H, W, o, 1.0, dS.data());
+  for (int rep = 0; rep < 3; ++rep) {
+    const double e = directional_error(f, S0, dS, rng, 1e-7);
+    CHECK(e < 1e-5, "lip (log domain) directional error %g", e);
+  }
+}
+
+// A raised cancel flag stops lip_loss and mghf_loss with E_ABORTED.
+void test_cancel() {
+  DfeArchitecture a{8, 1, 2};
+  auto w = random_weights<float>(a, 5);
+  Rng rng(9);
+  Shape s{1, 3, 128, 128};  // 49 patches per map: 10,000 iterations take seconds
+  auto gt = rng.vec<float>(size_t(s.size()), 0, 1);
+  auto sr = gt;
+  for (auto& v : sr) v += float(rng.uniform(-0.05, 0.05));
+  LossOptions opt;
+  opt.M = 4;
+  CancelFlag flag{false};
+  opt.cancel = &flag;
+  auto r = cpu_backend().loss(w, sr.data(), gt.data(), s, opt);
+  CHECK(std::isfinite(r.loss), "not cancelled: a result");
+  flag = true;
+  std::string code;
+  try {
+    cpu_backend().loss(w, sr.data(), gt.data(), s, opt);
+  } catch (const Error& e) {
+    code = e.code();
+  }
+  CHECK(code == "E_ABORTED", "cancelled loss: %s", code.c_str());
+  code.clear();
+  std::vector<float> F(size_t(s.B) * a.channels * s.H * s.W);
+  try {
+    cpu_backend().features(w, sr.data(), s, InputRange::Unit, F.data(), &flag);
+  } catch (const Error& e) {
+    code = e.code();
+  }
+  CHECK(code == "E_ABORTED", "cancelled features: %s", code.c_str());
+  // Raised from another thread during a long Sinkhorn: stops within the iterations.
+  flag = false;
+  opt.lip.monce.iters = 10000;
+  std::thread raiser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    flag = true;
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  code.clear();
+  try {
+    cpu_backend().loss(w, sr.data(), gt.data(), s, opt);
+  } catch (const Error& e) {
+    code = e.code();
+  }
+  raiser.join();
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(code == "E_ABORTED" && ms < 1000, "cancelled mid-Sinkhorn: %s after %.0f ms", code.c_str(), ms);
+}
+
+// Non-finite values are E_NUMERIC naming the stage: a huge weight overflows the
+// DFE forward; an extreme option that overflows a term names that term.
+void test_numeric_errors() {
+  DfeArchitecture a{8, 1, 2};
+  auto w = random_weights<float>(a, 5);
+  Rng rng(11);
+  Shape s{1, 3, 40, 40};
+  auto gt = rng.vec<float>(size_t(s.size()), 0, 1);
+  auto sr = gt;
+  for (auto& v : sr) v += float(rng.uniform(-0.05, 0.05));
+  LossOptions opt;
+  opt.M = 4;
+  auto huge = w;
+  huge.stem_weight[3] = 3e38f;
+  std::string code, msg;
+  try {
+    cpu_backend().loss(huge, sr.data(), gt.data(), s, opt);
+  } catch (const Error& e) {
+    code = e.code();
+    msg = e.what();
+  }
+  CHECK(code == "E_NUMERIC" && msg.find("DFE forward of gt") != std::string::npos &&
+            msg.find("stem.weight") != std::string::npos,
+        "huge weight: %s: %s", code.c_str(), msg.c_str());
+  code.clear();
+  std::vector<float> F(size_t(s.B) * a.channels * s.H * s.W);
+  try {
+    cpu_backend().features(huge, sr.data(), s, InputRange::Unit, F.data());
+  } catch (const Error& e) {
+    code = e.code();
+    msg = e.what();
+  }
+  CHECK(code == "E_NUMERIC" && msg.find("DFE forward of x") != std::string::npos, "features: %s: %s",
+        code.c_str(), msg.c_str());
+  // The bounded extremes of every LIP option give a finite loss and gradient.
+  opt.lip.monce.eps_ot = 1e-3;
+  opt.lip.monce.tau = 1e-3;
+  opt.lip.monce.Q = 1e6;
+  for (bool sgrad : {true, false}) {
+    opt.lip.monce.sinkhorn_grad = sgrad;
+    auto r = cpu_backend().loss(w, sr.data(), gt.data(), s, opt);
+    CHECK(std::isfinite(r.loss) && std::isfinite(r.lip) &&
+              first_nonfinite(r.grad.data(), int64_t(r.grad.size())) < 0,
+          "extreme LIP options (sinkhornGrad %d): loss %g lip %g", sgrad, r.loss, r.lip);
+  }
+}
+
 // The whole MGHF-c through the DFE, in double. α = 0 and a fixed selection make
 // the weights constant, so the loss is smooth and a finite difference applies.
 void test_loss_c_gradcheck() {
@@ -595,6 +806,9 @@ void test_loss_c_fast_vs_reference() {
       {{2, 3, 40, 45}, 6, 4, 256, 1, 1, 0.07, 1.0, 1, 50, true, InputRange::Unit},
       {{1, 3, 48, 70}, 5, 2, 40, 2, 2, 0.1, 0.5, 1.5, 20, true, InputRange::Symmetric},  // 225 patches → 40
       {{3, 3, 36, 33}, 16, 1, 9, 0.5, 1.5, 0.07, 1.0, 1, 10, false, InputRange::Unit},   // M = N
+      // The log-domain Sinkhorn (ε = 0.01: |sim/ε| up to 100), with and without its backward.
+      {{1, 3, 40, 44}, 6, 4, 256, 1, 1, 0.05, 0.01, 1, 20, true, InputRange::Unit},
+      {{1, 3, 40, 44}, 6, 4, 256, 1, 1, 0.05, 0.01, 2, 20, false, InputRange::Unit},
   };
   DfeArchitecture a{16, 1, 2};
   auto wd = random_weights<double>(a, 47);
@@ -648,6 +862,9 @@ int main(int argc, char** argv) {
       {"entropy", test_entropy},
       {"csc_gradcheck", test_csc_gradcheck},
       {"lip_gradcheck", test_lip_gradcheck},
+      {"monce_log_domain", test_monce_log_domain},
+      {"cancel", test_cancel},
+      {"numeric_errors", test_numeric_errors},
       {"loss_c_gradcheck", test_loss_c_gradcheck},
       {"loss_c_fast_vs_reference", test_loss_c_fast_vs_reference},
   };

@@ -28,11 +28,15 @@ class AnyTrainer {
       cuda_ = make_cuda_trainer(device, std::move(dfe), std::move(head), config);
   }
 
-  StepStats step(const float* x, const int* labels, int B, int H, int W) {
-    return cpu_ ? cpu_->step(x, labels, B, H, W) : cuda_->step(x, labels, B, H, W);
+  // E_ABORTED, with the state untouched, when `cancel` is raised before the update.
+  StepStats step(const float* x, const int* labels, int B, int H, int W,
+                 const CancelFlag* cancel = nullptr) {
+    return cpu_ ? cpu_->step(x, labels, B, H, W, cancel) : cuda_->step(x, labels, B, H, W, cancel);
   }
-  StepStats evaluate(const float* x, const int* labels, int B, int H, int W) const {
-    return cpu_ ? cpu_->evaluate(x, labels, B, H, W) : cuda_->evaluate(x, labels, B, H, W);
+  StepStats evaluate(const float* x, const int* labels, int B, int H, int W,
+                     const CancelFlag* cancel = nullptr) const {
+    return cpu_ ? cpu_->evaluate(x, labels, B, H, W, cancel)
+                : cuda_->evaluate(x, labels, B, H, W, cancel);
   }
   // Every parameter, then adam.m.*, then adam.v.*, by name; writes through
   // the buffers are what the next step uses (see cuda_trainer.h).

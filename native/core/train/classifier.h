@@ -92,11 +92,12 @@ void check_classifier_args(const DfeWeights<T>& w, const HeadWeights<T>& head, c
 
 // Mean cross-entropy and correct count of x [B, 3, H, W] (values in [0, 1]).
 // With grads (zeroed by the caller), adds ∂L/∂(every weight).
+// A raised `cancel` stops it between images (E_ABORTED).
 template <class T, class Kn>
 StepStats classifier_batch(const DfeWeights<T>& w, const HeadWeights<T>& head, const T* x,
                            const int* labels, int B, int H, int W,
                            ClassifierGrads<typename Kn::grad_type>* grads,
-                           PhaseTimes* times = nullptr) {
+                           PhaseTimes* times = nullptr, const CancelFlag* cancel = nullptr) {
   check_classifier_args(w, head, labels, B, H, W);
   const int N = w.arch.channels, classes = head.classes;
   const int64_t P = int64_t(H) * W;
@@ -112,6 +113,7 @@ StepStats classifier_batch(const DfeWeights<T>& w, const HeadWeights<T>& head, c
   StepStats st;
   double loss_sum = 0;
   for (int b = 0; b < B; ++b) {
+    throw_if_cancelled(cancel);
     const T* xb = x + int64_t(b) * 3 * P;
     if (grads)
       dfe_train_forward<T, Kn>(w, xb, H, W, tape, F.data());

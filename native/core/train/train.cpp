@@ -60,11 +60,13 @@ Buffer<float>* Trainer::tensor(const std::string& name) {
   return found;
 }
 
-StepStats Trainer::step(const float* x, const int* labels, int B, int H, int W) {
+StepStats Trainer::step(const float* x, const int* labels, int B, int H, int W,
+                        const CancelFlag* cancel) {
   last_times.clear();
   grads_.zero();
   const StepStats st = classifier_batch<float, FastTrainKernels>(w_, head_, x, labels, B, H, W,
-                                                                  &grads_, &last_times);
+                                                                  &grads_, &last_times, cancel);
+  throw_if_cancelled(cancel);  // the last chance to leave the state untouched
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<std::pair<Buffer<double>*, std::string>> g;
   grads_.dfe.for_each([&](const std::string& n, Buffer<double>& b) { g.emplace_back(&b, n); });
@@ -89,8 +91,10 @@ StepStats Trainer::step(const float* x, const int* labels, int B, int H, int W) 
   return st;
 }
 
-StepStats Trainer::evaluate(const float* x, const int* labels, int B, int H, int W) const {
-  return classifier_batch<float, FastTrainKernels>(w_, head_, x, labels, B, H, W, nullptr);
+StepStats Trainer::evaluate(const float* x, const int* labels, int B, int H, int W,
+                            const CancelFlag* cancel) const {
+  return classifier_batch<float, FastTrainKernels>(w_, head_, x, labels, B, H, W, nullptr, nullptr,
+                                                   cancel);
 }
 
 }  // namespace mghf

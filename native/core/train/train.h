@@ -31,11 +31,14 @@ class Trainer {
   // Forward (x [B,3,H,W] in [0,1], normalised as SPEC §2), loss, backward, one
   // Adam step at scheduled_lr(config, steps), then ++steps. Returns the loss
   // and correct count of the forward (before the update). Throws E_NONFINITE,
-  // leaving the state untouched, when the loss or a gradient is not finite.
-  StepStats step(const float* x, const int* labels, int B, int H, int W);
+  // leaving the state untouched, when the loss or a gradient is not finite,
+  // and E_ABORTED, likewise, when `cancel` is raised before the update.
+  StepStats step(const float* x, const int* labels, int B, int H, int W,
+                 const CancelFlag* cancel = nullptr);
 
   // Forward only, no update.
-  StepStats evaluate(const float* x, const int* labels, int B, int H, int W) const;
+  StepStats evaluate(const float* x, const int* labels, int B, int H, int W,
+                     const CancelFlag* cancel = nullptr) const;
 
   // The rate the next step will use.
   double current_lr() const { return scheduled_lr(config, steps); }
