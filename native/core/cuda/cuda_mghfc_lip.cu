@@ -3,19 +3,28 @@
 // batched, a chunk of them at a time (device memory stays bounded):
 //   1. embed_kernel         q, g [Z×P×D] (D = s²) and ‖patch of S‖
 //   2. tiled GEMM           sim = q·gᵀ [Z×P×P]
-//   3. kernel_matrix_kernel K = exp(sim/ε), K_ii = exp(−10/ε) (float, as monce)
-//      sinkhorn_kernel      one block per problem, the histories u_t, v_t
+//   3. max_abs_offdiag_kernel  max |sim_ij|, i ≠ j, per problem, from which the
+//                           host picks each problem's form by monce.inc's own
+//                           rule (sinkhorn_in_log_domain, lip_params.h)
+//      kernel_matrix_kernel K = exp(sim/ε), K_ii = exp(−10/ε) (float; plain form)
+//      sinkhorn_kernel      one block per problem, the histories u_t, v_t;
+//      sinkhorn_log_kernel  the log-domain form's α_t, β_t for the others
 //   4. logits_kernel        one warp per row: l_i, p_ij (and the row terms
 //                           of the backward); problem_sum_kernel Σ_i l_i
-//   5. sinkhorn_backward_kernel  one block per problem: the unrolled
-//                           iterations (ds_t, dr_t); dsim_kernel one thread
+//   5. sinkhorn_backward_kernel (sinkhorn_log_backward_kernel)  one block per
+//                           problem: the unrolled iterations (ds_t, dr_t; in
+//                           the log domain ∂β_t, ∂α_t); dsim_kernel one thread
 //                           per (i, j): ∂sim, ×g0
 //   6. tiled GEMM           ∂q = ∂sim·g
 //   7. norm_coef_kernel, scatter_kernel  back through q = v/(‖v‖ + δ) and
 //                           the overlapping patches, gathered per pixel in
 //                           patch order (deterministic, no atomics).
 // The Sinkhorn iterates, logits and sums are double as in monce.inc; K, p,
-// ∂sim and the embeddings are float as there.
+// ∂sim and the embeddings are float as there. The log-domain problems read
+// C = sim/ε from the float sim on the fly, in double as monce.inc does.
+// The iterations run in slices of kIterSlice launches; with a cancel flag the
+// stream is synchronised after each slice and each chunk and the flag checked
+// (E_ABORTED), so an abort waits for one slice at most.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,6 +33,7 @@
 #include <vector>
 
 #include "../lip.h"  // patch_grid, kPatchNormEps: the CPU's own grid
+#include "../numeric_checks.h"  // throw_if_cancelled
 #include "cuda_check.h"
 #include "cuda_mghfc.h"
 #include "cuda_mghfc_gemm.cuh"
@@ -39,6 +49,8 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kProblemThreads = 512;                 // one block per (b, k) problem
 constexpr size_t kChunkBytes = size_t(512) << 20;    // device memory of one chunk of problems
 constexpr int64_t kMaxChunk = 4096;                  // problems per chunk (grid y limit)
+constexpr int kIterSlice = 64;                       // Sinkhorn iterations per launch
+constexpr double kExpFloor = -708.0;                 // monce.inc's kLogDomainExpFloor
 
 struct PatchGeom {
   int H, W;
@@ -53,7 +65,29 @@ struct Monce {
   double fscale;  // (P − 1)·Q
   double g0;      // scale / (B·N)
   bool sinkhorn_grad;
+  double ln_fscale, ln_floor;  // ln((P − 1)·Q) (−∞ at 0) and ln 1e-8, for the log-domain ln f
 };
+
+// ---- the log-domain form's pieces (monce.inc) -------------------------------
+
+// C_ij = log K_ij: sim_ij/ε off the diagonal, −10/ε on it.
+__device__ __forceinline__ double log_kernel(const float* sim, int P, int i, int j,
+                                             double eps_ot) {
+  return i == j ? -10.0 / eps_ot : double(sim[int64_t(i) * P + j]) / eps_ot;
+}
+
+__device__ __forceinline__ double exp_floor(double x) { return exp(x > kExpFloor ? x : kExpFloor); }
+
+// d_ij = log T_ij + ln fscale − ln 1e-8, log T = α_T·1ᵀ + C + 1·β_Tᵀ (monce.inc's log_d_row).
+__device__ __forceinline__ double log_d(double cij, double ai, double bj, const Monce& c) {
+  return cij + bj + (ai + c.ln_fscale - c.ln_floor);
+}
+
+// ln f_ij = ln 1e-8 + softplus(d_ij) (monce.inc's log_f_row).
+__device__ __forceinline__ double log_f_from_d(double d, const Monce& c) {
+  const double l1 = log(exp_floor(-fabs(d)) + 1.0);
+  return l1 + (c.ln_floor + (d > 0 ? d : 0.0));
+}
 
 // ---- 1. Embedding (lip_loss's embed) ---------------------------------------
 
@@ -83,37 +117,59 @@ __global__ void __launch_bounds__(kThreads)
 
 // ---- 3. Sinkhorn (monce.inc) -----------------------------------------------
 
-// K_ij = exp(sim_ij / ε) for i ≠ j, K_ii = exp(−10 / ε), stored in float.
+// out[z] = max |sim_ij| over i ≠ j of problem z (0 for P = 1), one block each
+// (monce.inc's max_off: exact, so the order does not matter).
+__global__ void __launch_bounds__(kThreads)
+    max_abs_offdiag_kernel(const float* simall, int P, float* out) {
+  const int64_t z = blockIdx.x, PP = int64_t(P) * P;
+  const float* sim = simall + z * PP;
+  float lo = 0.f, hi = 0.f;
+  for (int64_t e = threadIdx.x; e < PP; e += blockDim.x) {
+    const float a = fabsf(sim[e]);
+    hi = e / P != e % P && a > hi ? a : hi;
+  }
+  red::block_min_max(lo, hi);
+  if (threadIdx.x == 0) out[z] = hi;
+}
+
+// K_ij = exp(sim_ij / ε) for i ≠ j, K_ii = exp(−10 / ε), stored in float, for
+// the plain-form problems (logd[z] = 0; the others never read K).
 __global__ void __launch_bounds__(kThreads)
     kernel_matrix_kernel(const float* sim, int P, int64_t count, double eps_ot, double kdiag,
-                         float* K) {
+                         const int* logd, float* K) {
   const int64_t PP = int64_t(P) * P;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < count;
        e += int64_t(gridDim.x) * blockDim.x) {
+    if (logd[e / PP]) continue;
     const int64_t ij = e % PP;
     const bool diag = ij / P == ij % P;
     K[e] = float(diag ? kdiag : exp(double(sim[e]) / eps_ot));
   }
 }
 
-// One block per problem z. u_0 = 0 (monce.inc's unused, zeroed u_0), v_0 = 1;
-// for t = 1…T: u_t = 1 ⊘ (K·v_{t−1}) (one warp per row), then
-// v_t = 1 ⊘ (Kᵀ·u_t) (one thread per column, rows summed in ascending order
-// as in monce_reference.h's axpys_kv). U, V are [Z][T+1][P].
+// One block per plain-form problem z, iterations t0…t1 (slices of one run).
+// u_0 = 0 (monce.inc's unused, zeroed u_0), v_0 = 1; u_t = 1 ⊘ (K·v_{t−1})
+// (one warp per row), then v_t = 1 ⊘ (Kᵀ·u_t) (one thread per column, rows
+// summed in ascending order as in monce_reference.h's axpys_kv). U, V are
+// [Z][T+1][P].
 __global__ void __launch_bounds__(kProblemThreads)
-    sinkhorn_kernel(int P, int T, const float* Kall, double* Uall, double* Vall) {
+    sinkhorn_kernel(int P, int T, int t0, int t1, const int* logd, const float* Kall,
+                    double* Uall, double* Vall) {
   const int64_t z = blockIdx.x;
+  if (logd[z]) return;  // the whole block: the log-domain kernel's problem
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
   const int warps = int(blockDim.x) >> 5;
   const float* K = Kall + z * int64_t(P) * P;
   double* U = Uall + z * int64_t(T + 1) * P;
   double* V = Vall + z * int64_t(T + 1) * P;
-  for (int j = tid; j < P; j += blockDim.x) {
-    U[j] = 0.0;
-    V[j] = 1.0;
+  if (t0 == 1) {
+    for (int j = tid; j < P; j += blockDim.x) {
+      U[j] = 0.0;
+      V[j] = 1.0;
+    }
+    __syncthreads();
   }
-  __syncthreads();
-  for (int t = 1; t <= T; ++t) {
+  for (int t = t0; t <= t1; ++t) {
     const double* vp = V + int64_t(t - 1) * P;
     double* u = U + int64_t(t) * P;
     double* v = V + int64_t(t) * P;
@@ -134,6 +190,59 @@ __global__ void __launch_bounds__(kProblemThreads)
   }
 }
 
+// The log-domain form for the problems with logd[z] (monce.inc), iterations
+// t0…t1: from β_0 = 0, α_t,i = −LSE_j(C_ij + β_{t−1,j}) (one warp per row,
+// shifted by the row's max), then β_t,j = −LSE_i(C_ij + α_t,i) (one thread
+// per column, rows ascending, shifted by the column's max). U, V hold α, β.
+__global__ void __launch_bounds__(kProblemThreads)
+    sinkhorn_log_kernel(int P, int T, int t0, int t1, double eps_ot, const int* logd,
+                        const float* simall, double* Uall, double* Vall) {
+  const int64_t z = blockIdx.x;
+  if (!logd[z]) return;  // the whole block
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const int warps = int(blockDim.x) >> 5;
+  const float* sim = simall + z * int64_t(P) * P;
+  double* U = Uall + z * int64_t(T + 1) * P;
+  double* V = Vall + z * int64_t(T + 1) * P;
+  if (t0 == 1) {
+    for (int j = tid; j < P; j += blockDim.x) {
+      U[j] = 0.0;
+      V[j] = 0.0;
+    }
+    __syncthreads();
+  }
+  for (int t = t0; t <= t1; ++t) {
+    const double* bp = V + int64_t(t - 1) * P;
+    double* a = U + int64_t(t) * P;
+    double* b = V + int64_t(t) * P;
+    for (int i = warp; i < P; i += warps) {
+      double m = -INFINITY;
+      for (int j = lane; j < P; j += 32) {
+        const double x = log_kernel(sim, P, i, j, eps_ot) + bp[j];
+        m = x > m ? x : m;
+      }
+      m = red::warp_max(m);
+      double s = 0;
+      for (int j = lane; j < P; j += 32)
+        s += exp_floor(log_kernel(sim, P, i, j, eps_ot) + bp[j] - m);
+      s = red::warp_sum(s);
+      if (lane == 0) a[i] = -(m + log(s));
+    }
+    __syncthreads();
+    for (int j = tid; j < P; j += blockDim.x) {
+      double m = -INFINITY;
+      for (int i = 0; i < P; ++i) {
+        const double x = log_kernel(sim, P, i, j, eps_ot) + a[i];
+        m = x > m ? x : m;
+      }
+      double s = 0;
+      for (int i = 0; i < P; ++i) s += exp_floor(log_kernel(sim, P, i, j, eps_ot) + a[i] - m);
+      b[j] = -(m + log(s));
+    }
+    __syncthreads();
+  }
+}
+
 // ---- 4. Logits and the per-row cross-entropy (monce.inc) --------------------
 
 // a_ij = logit_ij − sim_ii/τ over the P negatives; f_ij = T_ij·(P−1)·Q + 1e-8,
@@ -146,32 +255,57 @@ __device__ __forceinline__ double negative_logit(int i, int j, double sim_ij, do
   return (sim_ij + c.tau * log(f) - sii) * c.inv_tau;
 }
 
+// The same in the log domain: C_ij, α_T,i, β_T,j in place of K_ij, u_i, v_j.
+__device__ __forceinline__ double negative_logit_log(int i, int j, double sim_ij, double sii,
+                                                     double cij, double ai, double bj,
+                                                     const Monce& c) {
+  if (j == i) return (-10.0 - sii) * c.inv_tau;
+  const double lnf = log_f_from_d(log_d(cij, ai, bj, c), c);
+  return (sim_ij + c.tau * lnf - sii) * c.inv_tau;
+}
+
 // ∂T_ij = p_ij·(P−1)·Q / f_ij off the diagonal (monce.inc's plan_grad_row).
 __device__ __forceinline__ double plan_grad(int i, int j, double pij, double kij, double ui,
                                             double vj, double fscale) {
   return j == i ? 0.0 : pij * fscale / (ui * kij * vj * fscale + 1e-8);
 }
 
+// ∂(log T_ij) = p_ij·T_ij·fscale/f_ij = p_ij·exp(d_ij + (ln 1e-8 − ln f_ij)) off
+// the diagonal, 0 when fscale = 0 (monce.inc's log_plan_grad_row).
+__device__ __forceinline__ double log_plan_grad(int i, int j, double pij, double cij, double ai,
+                                                double bj, const Monce& c) {
+  if (j == i || !(c.fscale > 0)) return 0.0;
+  const double d = log_d(cij, ai, bj, c);
+  return exp_floor(d + (c.ln_floor - log_f_from_d(d, c))) * pij;
+}
+
 // One warp per row i of problem z (blockIdx.y). Writes l_i into L, and with
 // `backward`: p_ij (float) into pr, Σ_j p_ij into rowsum and, with
 // sinkhorn_grad, du_i = Σ_j ∂T_ij·K_ij·v_j (monce.inc's first backward pass).
 __global__ void __launch_bounds__(kThreads)
-    logits_kernel(Monce c, const float* simall, const float* Kall, const double* Uall,
-                  const double* Vall, bool backward, double* L, float* prall, double* rowsum,
-                  double* du) {
+    logits_kernel(Monce c, const int* logd, const float* simall, const float* Kall,
+                  const double* Uall, const double* Vall, bool backward, double* L,
+                  float* prall, double* rowsum, double* du) {
   const int P = c.P, lane = int(threadIdx.x) & 31;
   const int i = int(blockIdx.x) * kWarps + (int(threadIdx.x) >> 5);
   const int64_t z = blockIdx.y;
   if (i >= P) return;  // whole warp; this kernel has no block barrier
   const int64_t PP = int64_t(P) * P;
-  const float* sim = simall + z * PP + int64_t(i) * P;  // row i
+  const float* simz = simall + z * PP;
+  const float* sim = simz + int64_t(i) * P;  // row i
   const float* Ki = Kall + z * PP + int64_t(i) * P;
-  const double* u = Uall + (z * (c.T + 1) + c.T) * P;  // u_T
-  const double* v = Vall + (z * (c.T + 1) + c.T) * P;  // v_T
+  const double* u = Uall + (z * (c.T + 1) + c.T) * P;  // u_T (log domain: α_T)
+  const double* v = Vall + (z * (c.T + 1) + c.T) * P;  // v_T (β_T)
   const double ui = u[i], sii = double(sim[i]);
+  const bool lg = logd[z] != 0;
+  auto logit = [&](int j) {
+    return lg ? negative_logit_log(i, j, double(sim[j]), sii, log_kernel(simz, P, i, j, c.eps_ot),
+                                   ui, v[j], c)
+              : negative_logit(i, j, double(sim[j]), sii, double(Ki[j]), ui, v[j], c);
+  };
   double amax = -INFINITY;
   for (int j = lane; j < P; j += 32) {
-    const double a = negative_logit(i, j, double(sim[j]), sii, double(Ki[j]), ui, v[j], c);
+    const double a = logit(j);
     amax = a > amax ? a : amax;
   }
   amax = red::warp_max(amax);
@@ -179,13 +313,11 @@ __global__ void __launch_bounds__(kThreads)
   double li;
   if (amax > 0) {
     double zs = lane == 0 ? exp(-amax) : 0.0;
-    for (int j = lane; j < P; j += 32)
-      zs += exp(negative_logit(i, j, double(sim[j]), sii, double(Ki[j]), ui, v[j], c) - amax);
+    for (int j = lane; j < P; j += 32) zs += exp(logit(j) - amax);
     li = amax + log(red::warp_sum(zs));
   } else {
     double zs = 0;
-    for (int j = lane; j < P; j += 32)
-      zs += exp(negative_logit(i, j, double(sim[j]), sii, double(Ki[j]), ui, v[j], c));
+    for (int j = lane; j < P; j += 32) zs += exp(logit(j));
     li = log1p(red::warp_sum(zs));
   }
   if (lane == 0) L[z * P + i] = li;
@@ -193,11 +325,13 @@ __global__ void __launch_bounds__(kThreads)
   float* pr = prall + z * PP + int64_t(i) * P;
   double rs = 0, dui = 0;
   for (int j = lane; j < P; j += 32) {
-    const float p = float(
-        exp(negative_logit(i, j, double(sim[j]), sii, double(Ki[j]), ui, v[j], c) - li));
+    const float p = float(exp(logit(j) - li));
     pr[j] = p;
     rs += double(p);
-    if (c.sinkhorn_grad) {
+    if (c.sinkhorn_grad && lg) {
+      // ∂α_T,i = Σ_j ∂(log T_ij)
+      dui += log_plan_grad(i, j, double(p), log_kernel(simz, P, i, j, c.eps_ot), ui, v[j], c);
+    } else if (c.sinkhorn_grad) {
       const double kij = double(Ki[j]);
       const double gk = plan_grad(i, j, double(p), kij, ui, v[j], c.fscale) * kij;
       dui += gk * v[j];
@@ -227,12 +361,14 @@ __global__ void problem_sum_kernel(const double* L, int P, int64_t nz, double* o
 //   ds_t = −dv ⊙ v_t²,  du += K·ds_t,  dr_t = −du ⊙ u_t²,  dv = Kᵀ·dr_t, du = 0.
 // ds_t, dr_t go to DS, DR [Z][T][P] (row t−1) for the ∂K pass. du comes in
 // from logits_kernel; du and dv are scratch [Z][P].
+// Iterations t_hi down to t_lo (slices of one run; dv starts in the first, t_hi = T).
 __global__ void __launch_bounds__(kProblemThreads)
-    sinkhorn_backward_kernel(Monce c, const float* Kall, const float* prall, const double* Uall,
-                             const double* Vall, double* duall, double* dvall, double* DSall,
-                             double* DRall) {
+    sinkhorn_backward_kernel(Monce c, int t_hi, int t_lo, const int* logd, const float* Kall,
+                             const float* prall, const double* Uall, const double* Vall,
+                             double* duall, double* dvall, double* DSall, double* DRall) {
   const int P = c.P, T = c.T;
   const int64_t z = blockIdx.x;
+  if (logd[z]) return;  // the whole block
   const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
   const int warps = int(blockDim.x) >> 5;
   const int64_t PP = int64_t(P) * P;
@@ -246,18 +382,20 @@ __global__ void __launch_bounds__(kProblemThreads)
   double* dv = dvall + z * P;
   double* DS = DSall + z * int64_t(T) * P;
   double* DR = DRall + z * int64_t(T) * P;
-  for (int j = tid; j < P; j += blockDim.x) {
-    double acc = 0;
-    for (int i = 0; i < P; ++i) {
-      const double kij = double(K[int64_t(i) * P + j]);
-      const double pij = double(pr[int64_t(i) * P + j]);
-      const double gk = plan_grad(i, j, pij, kij, uT[i], vT[j], c.fscale) * kij;
-      acc += gk * uT[i];
+  if (t_hi == T) {
+    for (int j = tid; j < P; j += blockDim.x) {
+      double acc = 0;
+      for (int i = 0; i < P; ++i) {
+        const double kij = double(K[int64_t(i) * P + j]);
+        const double pij = double(pr[int64_t(i) * P + j]);
+        const double gk = plan_grad(i, j, pij, kij, uT[i], vT[j], c.fscale) * kij;
+        acc += gk * uT[i];
+      }
+      dv[j] = acc;
     }
-    dv[j] = acc;
+    __syncthreads();
   }
-  __syncthreads();
-  for (int t = T; t >= 1; --t) {
+  for (int t = t_hi; t >= t_lo; --t) {
     const double* ut = U + int64_t(t) * P;
     const double* vt = V + int64_t(t) * P;
     double* ds = DS + int64_t(t - 1) * P;
@@ -285,6 +423,74 @@ __global__ void __launch_bounds__(kProblemThreads)
   }
 }
 
+// The log-domain form's unrolled iterations, t_hi down to t_lo, one block per
+// problem with logd[z] (monce.inc): ∂β_T = column sums of ∂(log T) (first
+// slice), then per t, with ρ_ij = exp(C_ij + α_t,i + β_t,j) and
+// π_ij = exp(C_ij + α_t,i + β_{t−1,j}):
+//   ∂α_t,i = ∂α_t,i(in) − Σ_j ρ_ij ∂β_t,j   (one warp per row; ∂α_T,i(in) from
+//                                           logits_kernel, 0 below T)
+//   ∂β_{t−1,j} = −Σ_i π_ij ∂α_t,i          (one thread per column, rows ascending)
+// ∂β_t and ∂α_t go to DS, DR [Z][T][P] (row t−1) for dsim_kernel's ∂C.
+__global__ void __launch_bounds__(kProblemThreads)
+    sinkhorn_log_backward_kernel(Monce c, int t_hi, int t_lo, const int* logd,
+                                 const float* simall, const float* prall, const double* Uall,
+                                 const double* Vall, double* duall, double* dvall, double* DSall,
+                                 double* DRall) {
+  const int P = c.P, T = c.T;
+  const int64_t z = blockIdx.x;
+  if (!logd[z]) return;  // the whole block
+  const int tid = int(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+  const int warps = int(blockDim.x) >> 5;
+  const int64_t PP = int64_t(P) * P;
+  const float* sim = simall + z * PP;
+  const float* pr = prall + z * PP;
+  const double* U = Uall + z * int64_t(T + 1) * P;
+  const double* V = Vall + z * int64_t(T + 1) * P;
+  double* du = duall + z * P;
+  double* dv = dvall + z * P;
+  double* DS = DSall + z * int64_t(T) * P;
+  double* DR = DRall + z * int64_t(T) * P;
+  if (t_hi == T) {
+    const double* aT = U + int64_t(T) * P;
+    const double* bT = V + int64_t(T) * P;
+    for (int j = tid; j < P; j += blockDim.x) {
+      double acc = 0;
+      for (int i = 0; i < P; ++i)
+        acc += log_plan_grad(i, j, double(pr[int64_t(i) * P + j]), log_kernel(sim, P, i, j, c.eps_ot),
+                             aT[i], bT[j], c);
+      dv[j] = acc;
+    }
+    __syncthreads();
+  }
+  for (int t = t_hi; t >= t_lo; --t) {
+    const double* at = U + int64_t(t) * P;
+    const double* bt = V + int64_t(t) * P;
+    const double* bp = V + int64_t(t - 1) * P;
+    double* ds = DS + int64_t(t - 1) * P;
+    double* dr = DR + int64_t(t - 1) * P;
+    for (int j = tid; j < P; j += blockDim.x) ds[j] = dv[j];
+    __syncthreads();
+    for (int i = warp; i < P; i += warps) {
+      double acc = 0;
+      for (int j = lane; j < P; j += 32)
+        acc += exp_floor(log_kernel(sim, P, i, j, c.eps_ot) + at[i] + bt[j]) * ds[j];
+      acc = red::warp_sum(acc);
+      if (lane == 0) {
+        dr[i] = du[i] - acc;
+        du[i] = 0.0;  // α_{t−1} feeds only β_{t−1}
+      }
+    }
+    __syncthreads();
+    for (int j = tid; j < P; j += blockDim.x) {
+      double acc = 0;
+      for (int i = 0; i < P; ++i)
+        acc += exp_floor(log_kernel(sim, P, i, j, c.eps_ot) + at[i] + bp[j]) * dr[i];
+      dv[j] = -acc;
+    }
+    __syncthreads();
+  }
+}
+
 // One thread per (i, j) of problem z (blockIdx.y): the direct term through
 // the logits, a_ij (j≠i) = sim_ij/τ + ln f_ij − sim_ii/τ, a_ii = −10/τ − sim_ii/τ;
 // with sinkhorn_grad, off the diagonal ∂K_ij = ∂T_ij·u_i·v_j
@@ -292,9 +498,9 @@ __global__ void __launch_bounds__(kProblemThreads)
 // and ∂sim_ij += ∂K_ij·K_ij/ε; then ×g0. The float roundings of monce.inc's
 // dsim between the steps are kept.
 __global__ void __launch_bounds__(kThreads)
-    dsim_kernel(Monce c, const float* Kall, const float* prall, const double* rowsumall,
-                const double* Uall, const double* Vall, const double* DSall, const double* DRall,
-                float* dsimall) {
+    dsim_kernel(Monce c, const int* logd, const float* simall, const float* Kall,
+                const float* prall, const double* rowsumall, const double* Uall,
+                const double* Vall, const double* DSall, const double* DRall, float* dsimall) {
   const int P = c.P, T = c.T;
   const int64_t PP = int64_t(P) * P, z = blockIdx.y;
   const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -302,7 +508,21 @@ __global__ void __launch_bounds__(kThreads)
   const int i = int(e / P), j = int(e % P);
   const double pij = double(prall[z * PP + e]);
   float d = float(j == i ? -rowsumall[z * P + i] * c.inv_tau : pij * c.inv_tau);
-  if (c.sinkhorn_grad && j != i) {
+  if (c.sinkhorn_grad && j != i && logd[z]) {
+    // ∂C_ij = ∂(log T_ij) − Σ_{t=T…1} (ρ_ij ∂β_t,j + π_ij ∂α_t,i), as monce.inc adds it.
+    const double* U = Uall + z * int64_t(T + 1) * P;
+    const double* V = Vall + z * int64_t(T + 1) * P;
+    const double* DS = DSall + z * int64_t(T) * P;
+    const double* DR = DRall + z * int64_t(T) * P;
+    const double cij = log_kernel(simall + z * PP, P, i, j, c.eps_ot);
+    double dc = log_plan_grad(i, j, pij, cij, U[int64_t(T) * P + i], V[int64_t(T) * P + j], c);
+    for (int t = T; t >= 1; --t) {
+      const double at = U[int64_t(t) * P + i];
+      dc -= exp_floor(cij + at + V[int64_t(t) * P + j]) * DS[int64_t(t - 1) * P + j];
+      dc -= exp_floor(cij + at + V[int64_t(t - 1) * P + j]) * DR[int64_t(t - 1) * P + i];
+    }
+    d = float(double(d) + dc / c.eps_ot);
+  } else if (c.sinkhorn_grad && j != i) {
     const double* U = Uall + z * int64_t(T + 1) * P;
     const double* V = Vall + z * int64_t(T + 1) * P;
     const double* DS = DSall + z * int64_t(T) * P;
@@ -426,7 +646,16 @@ double lip(const float* G, const float* S, int B, int N, int H, int W, const Lip
     c.fscale = double(P - 1) * o.monce.Q;
     c.g0 = scale / (double(B) * N);
     c.sinkhorn_grad = o.monce.sinkhorn_grad;
+    c.ln_fscale = c.fscale > 0 ? std::log(c.fscale) : -INFINITY;
+    c.ln_floor = std::log(1e-8);
     const double kdiag = std::exp(-10.0 / o.monce.eps_ot);
+    const CancelFlag* cancel = o.monce.cancel;
+    // With a cancel flag: wait for the work queued so far, then check it.
+    auto checkpoint = [&] {
+      if (!cancel) return;
+      MGHF_CUDA_CHECK(cudaStreamSynchronize(stream));
+      throw_if_cancelled(cancel);
+    };
 
     std::vector<int> grid_index(size_t(pg.nr) * size_t(pg.nc), -1);
     for (int m = 0; m < P; ++m) {
@@ -451,7 +680,10 @@ double lip(const float* G, const float* S, int B, int N, int H, int W, const Lip
     const int64_t Zc = (BN + nchunks - 1) / nchunks;  // even chunks
     const size_t Z = size_t(Zc);
 
-    DeviceBuffer<float> q{Z * PD}, g{Z * PD}, sim{Z * PPs}, K{Z * PPs};
+    DeviceBuffer<float> q{Z * PD}, g{Z * PD}, sim{Z * PPs}, K{Z * PPs}, maxabs{Z};
+    DeviceBuffer<int> logd{Z};
+    std::vector<float> h_maxabs(Z);
+    std::vector<int> h_logd(Z);
     DeviceBuffer<double> qn{Z * sP}, U{Z * (sT + 1) * sP}, V{Z * (sT + 1) * sP}, L{Z * sP};
     DeviceBuffer<double> d_per_map{size_t(BN)};
     DeviceBuffer<float> pr, dsim;
@@ -490,17 +722,34 @@ double lip(const float* G, const float* S, int B, int N, int H, int W, const Lip
       sp.strideB = int64_t(P) * D;
       sp.batches = int(nz);
       gemm::launch_tiled_gemm<true, false>(sp, gemm::StoreEpi{sim.data(), P, PP}, stream);
-      // 3. Sinkhorn.
+      // 3. Sinkhorn: each problem's form by monce.inc's rule, then both kernels
+      // (each skips the other's problems), in slices of iterations.
+      max_abs_offdiag_kernel<<<unsigned(nz), kThreads, 0, stream>>>(sim.data(), P, maxabs.data());
+      MGHF_CUDA_LAUNCH_CHECK();
+      MGHF_CUDA_CHECK(cudaMemcpyAsync(h_maxabs.data(), maxabs.data(), size_t(nz) * sizeof(float),
+                                      cudaMemcpyDeviceToHost, stream));
+      MGHF_CUDA_CHECK(cudaStreamSynchronize(stream));
+      for (int64_t zz = 0; zz < nz; ++zz)
+        h_logd[size_t(zz)] = sinkhorn_in_log_domain(o.monce, P, double(h_maxabs[size_t(zz)])) ? 1 : 0;
+      MGHF_CUDA_CHECK(cudaMemcpyAsync(logd.data(), h_logd.data(), size_t(nz) * sizeof(int),
+                                      cudaMemcpyHostToDevice, stream));
       kernel_matrix_kernel<<<blocks_for(nz * PP, kThreads, 1 << 16), kThreads, 0, stream>>>(
-          sim.data(), P, nz * PP, o.monce.eps_ot, kdiag, K.data());
+          sim.data(), P, nz * PP, o.monce.eps_ot, kdiag, logd.data(), K.data());
       MGHF_CUDA_LAUNCH_CHECK();
-      sinkhorn_kernel<<<unsigned(nz), kProblemThreads, 0, stream>>>(P, T, K.data(), U.data(),
-                                                                      V.data());
-      MGHF_CUDA_LAUNCH_CHECK();
+      for (int t0 = 1; t0 <= T; t0 += kIterSlice) {
+        const int t1 = std::min(T, t0 + kIterSlice - 1);
+        sinkhorn_kernel<<<unsigned(nz), kProblemThreads, 0, stream>>>(P, T, t0, t1, logd.data(),
+                                                                        K.data(), U.data(), V.data());
+        MGHF_CUDA_LAUNCH_CHECK();
+        sinkhorn_log_kernel<<<unsigned(nz), kProblemThreads, 0, stream>>>(
+            P, T, t0, t1, o.monce.eps_ot, logd.data(), sim.data(), U.data(), V.data());
+        MGHF_CUDA_LAUNCH_CHECK();
+        checkpoint();
+      }
       // 4. Logits, l_i, Σ_i l_i per problem.
       logits_kernel<<<dim3(unsigned((P + kWarps - 1) / kWarps), unsigned(nz)), kThreads, 0,
-                      stream>>>(c, sim.data(), K.data(), U.data(), V.data(), backward, L.data(),
-                                pr.data(), rowsum.data(), du.data());
+                      stream>>>(c, logd.data(), sim.data(), K.data(), U.data(), V.data(), backward,
+                                L.data(), pr.data(), rowsum.data(), du.data());
       MGHF_CUDA_LAUNCH_CHECK();
       problem_sum_kernel<<<blocks_for(nz, 128, int64_t(1) << 30), 128, 0, stream>>>(
           L.data(), P, nz, d_per_map.data() + bk0);
@@ -508,13 +757,22 @@ double lip(const float* G, const float* S, int B, int N, int H, int W, const Lip
       if (!backward) continue;
       // 5. ∂sim (×g0).
       if (sgrad) {
-        sinkhorn_backward_kernel<<<unsigned(nz), kProblemThreads, 0, stream>>>(
-            c, K.data(), pr.data(), U.data(), V.data(), du.data(), dv.data(), DS.data(), DR.data());
-        MGHF_CUDA_LAUNCH_CHECK();
+        for (int t_hi = T; t_hi >= 1; t_hi -= kIterSlice) {
+          const int t_lo = std::max(1, t_hi - kIterSlice + 1);
+          sinkhorn_backward_kernel<<<unsigned(nz), kProblemThreads, 0, stream>>>(
+              c, t_hi, t_lo, logd.data(), K.data(), pr.data(), U.data(), V.data(), du.data(),
+              dv.data(), DS.data(), DR.data());
+          MGHF_CUDA_LAUNCH_CHECK();
+          sinkhorn_log_backward_kernel<<<unsigned(nz), kProblemThreads, 0, stream>>>(
+              c, t_hi, t_lo, logd.data(), sim.data(), pr.data(), U.data(), V.data(), du.data(),
+              dv.data(), DS.data(), DR.data());
+          MGHF_CUDA_LAUNCH_CHECK();
+          checkpoint();
+        }
       }
       dsim_kernel<<<dim3(blocks_for(PP, kThreads, int64_t(1) << 30), unsigned(nz)), kThreads, 0,
-                    stream>>>(c, K.data(), pr.data(), rowsum.data(), U.data(), V.data(), DS.data(),
-                              DR.data(), dsim.data());
+                    stream>>>(c, logd.data(), sim.data(), K.data(), pr.data(), rowsum.data(),
+                              U.data(), V.data(), DS.data(), DR.data(), dsim.data());
       MGHF_CUDA_LAUNCH_CHECK();
       // 6. ∂q = ∂sim·g [P×D], into q's storage (q is not needed any more).
       gemm::Problem dp;
@@ -538,6 +796,7 @@ double lip(const float* G, const float* S, int B, int N, int H, int W, const Lip
                        kThreads, 0, stream>>>(S, pg, bk0, d_grid_index.data(), q.data(),
                                               cinv.data(), ccoef.data(), dS);
       MGHF_CUDA_LAUNCH_CHECK();
+      checkpoint();
     }
     MGHF_CUDA_CHECK(cudaMemcpyAsync(per_map.data(), d_per_map.data(),
                                     per_map.size() * sizeof(double), cudaMemcpyDeviceToHost,

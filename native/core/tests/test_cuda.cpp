@@ -53,6 +53,11 @@ std::vector<Case> cases() {
   add("c-pmax", {8, 1, 2}, {1, 3, 96, 96}, [](LossOptions& o) { o.lip.pmax = 16; o.M = 4; });
   add("c-symmetric", {8, 1, 2}, {1, 3, 48, 64}, [](LossOptions& o) { o.range = InputRange::Symmetric; o.M = 4; });
   add("c-two-blocks", {16, 2, 2}, {1, 3, 48, 48}, [](LossOptions& o) { o.M = 8; });
+  // The log-domain Sinkhorn (ε = 0.01 and 0.005: |sim/ε| past the plain form's 50).
+  add("c-log-domain", {8, 1, 2}, {1, 3, 64, 64}, [](LossOptions& o) { o.M = 4; o.lip.monce.eps_ot = 0.01; });
+  add("c-log-domain-nograd", {8, 1, 2}, {1, 3, 64, 64}, [](LossOptions& o) {
+    o.M = 4; o.lip.monce = {0.1, 0.005, 2.0, 12, false};
+  });
   add("c-large", {128, 1, 2}, {2, 3, 128, 160}, [](LossOptions&) {});
   return cs;
 }
@@ -114,6 +119,36 @@ int main() {
     gpu.features(w, x.data(), s, InputRange::Unit, fg.data());
     const double e = rel_l2(fg.data(), fc.data(), fc.size());
     CHECK(e <= 1e-5, "features relative error %g", e);
+  }
+  // The bounded extremes of the LIP options (ε = τ = 1e-3, Q = 1e6): finite on the GPU too
+  // (their values are too sensitive to compare across backends: 1/τ times a float rounding of sim).
+  // And a raised cancel flag is E_ABORTED.
+  {
+    DfeArchitecture a{8, 1, 2};
+    auto w = random_weights(a, 13);
+    Shape s{1, 3, 64, 64};
+    Rng rng(17);
+    std::vector<float> gt = rng.vec<float>(size_t(s.size()), 0.03, 0.97), sr = gt;
+    for (auto& v : sr) v += float(rng.uniform(-0.03, 0.03));
+    LossOptions o;
+    o.M = 4;
+    o.lip.monce.eps_ot = 1e-3;
+    o.lip.monce.tau = 1e-3;
+    o.lip.monce.Q = 1e6;
+    auto r = gpu.loss(w, sr.data(), gt.data(), s, o);
+    bool finite = std::isfinite(r.loss) && std::isfinite(r.lip);
+    for (float g : std::vector<float>(r.grad.data(), r.grad.data() + r.grad.size())) finite = finite && std::isfinite(g);
+    CHECK(finite, "extreme LIP options on CUDA: loss %g lip %g", r.loss, r.lip);
+    std::printf("%-20s loss cuda %.9g (finite: %d)\n", "c-extreme-lip", r.loss, int(finite));
+    CancelFlag flag{true};
+    o.cancel = &flag;
+    std::string code;
+    try {
+      gpu.loss(w, sr.data(), gt.data(), s, o);
+    } catch (const Error& e) {
+      code = e.code();
+    }
+    CHECK(code == "E_ABORTED", "a raised cancel flag on CUDA: %s", code.c_str());
   }
   // A failing call (an impossible allocation) is a typed error, and the next call still works.
   if (!quick) {
