@@ -3,9 +3,29 @@
 // checks only what memory safety needs, and runs the work off the event loop.
 // Inputs are copied before the work starts, so a caller mutating its arrays
 // meanwhile cannot race the computation.
+//
+// Teardown (worker.terminate(), an environment shutting down) can land at any
+// moment, also while a call runs. Node then waits for running async work to
+// finish and calls its completion on an environment that can no longer run
+// JavaScript: every N-API call that would (setting a property, settling a
+// promise, throwing) fails with napi_pending_exception and no exception
+// pending. With C++ exceptions on (NAPI_CPP_EXCEPTIONS, binding.gyp and
+// CMakeLists.txt), node-addon-api turns that failure into a Napi::Error, and
+// its attempt to throw that into JavaScript fails again and would escape as a
+// C++ exception from a C callback: std::terminate, the whole process gone.
+// So: NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS (node-addon-api drops a throw
+// that a terminating environment cannot take), and OnOK/OnError catch what
+// settling the promise throws (settle_promise). The addon keeps no
+// per-environment JavaScript state (no references or functions held between
+// calls; the native statics, thread pool, caches and CUDA backends, belong to
+// no environment), so nothing needs an environment cleanup hook.
+#ifndef NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
+#define NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS
+#endif
 #include <napi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <memory>
 #include <new>
@@ -120,12 +140,49 @@ DeviceChoice get_device(const Napi::Object& opts) {
   return d;
 }
 
+// ---------------------------------------------------------------- cancellation
+
+// A cancel token (an AbortSignal's native side): lib/ creates one per call with
+// a signal, passes it with the call, and raises it when the signal aborts. The
+// flag is shared by the JS handle and every worker using it, so neither can
+// free it under the other.
+using CancelRef = std::shared_ptr<mghf::CancelFlag>;
+constexpr napi_type_tag kCancelTag = {0x6d676866c0ffee02ULL, 0x63616e63656c0a5dULL};
+
+CancelRef get_cancel(const Napi::Value& v) {
+  if (v.IsUndefined() || v.IsNull()) return nullptr;
+  if (!v.IsExternal()) fail("E_ARGUMENT", "expected a cancel token from cancelToken");
+  auto ext = v.As<Napi::External<CancelRef>>();
+  if (!ext.CheckTypeTag(&kCancelTag)) fail("E_ARGUMENT", "expected a cancel token from cancelToken");
+  return *ext.Data();
+}
+
+Napi::Value CancelToken(const Napi::CallbackInfo& info) {
+  auto handle = Napi::External<CancelRef>::New(
+      info.Env(), new CancelRef(std::make_shared<mghf::CancelFlag>(false)),
+      [](Napi::Env, CancelRef* p) { delete p; });
+  handle.TypeTag(&kCancelTag);
+  return handle;
+}
+
+// cancel(token): the call holding it stops at its next check (E_ABORTED).
+Napi::Value Cancel(const Napi::CallbackInfo& info) {
+  try {
+    CancelRef c = get_cancel(info.Length() > 0 ? info[0] : info.Env().Undefined());
+    if (c) c->store(true);
+  } catch (const mghf::Error& e) {
+    throw Napi::TypeError::New(info.Env(), e.what());
+  }
+  return info.Env().Undefined();
+}
+
 struct LossArgs {
   Buffer<float> sr, gt;
   mghf::Shape shape;
   mghf::DfeWeights<float> weights;
   mghf::LossOptions opt;
   DeviceChoice device;
+  CancelRef cancel;  // opt.cancel points into it
 };
 
 mghf::InputRange get_range(const Napi::Object& opts) {
@@ -188,6 +245,8 @@ std::unique_ptr<LossArgs> parse_loss_args(const Napi::CallbackInfo& info) {
   flag("sinkhornGrad", o.lip.monce.sinkhorn_grad);
   flag("returnDetails", o.details);
   flag("profile", o.profile);
+  args->cancel = get_cancel(opts.Get("cancel"));
+  o.cancel = args->cancel.get();
   const int N = args->weights.arch.channels;
   const int M = std::min(o.M, N);
   Napi::Value sel = opts.Get("selected");
@@ -280,25 +339,53 @@ class PromiseWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       Run();
+      return;
     } catch (const mghf::Error& e) {
       code_ = e.code();
-      SetError(e.what());
+      message_ = e.what();
     } catch (const std::bad_alloc&) {
       code_ = "E_NATIVE";
-      SetError("out of memory");
+      message_ = "out of memory";
     } catch (const std::exception& e) {
       code_ = "E_NATIVE";
-      SetError(e.what());
+      message_ = e.what();
     }
+    SetError(message_.empty() ? std::string("a native error") : message_);  // empty would mean success
   }
-  void OnOK() override { deferred_.Resolve(Result(Env())); }
-  void OnError(const Napi::Error& e) override {
-    deferred_.Reject(to_js_error(Env(), code_, e.Message()).Value());
+  void OnOK() override {
+    settle_promise([&] { deferred_.Resolve(Result(Env())); });
+  }
+  // `message_`, not e.Message(): reading a property may not run in a dying environment.
+  void OnError(const Napi::Error&) override {
+    settle_promise([&] { deferred_.Reject(to_js_error(Env(), code_, message_).Value()); });
+  }
+  // Runs `settle`; when it throws (building the result or settling failed),
+  // rejects with what was thrown instead, and when even that fails, the
+  // environment is being torn down (JavaScript cannot run): nobody is left
+  // to tell, so it returns quietly. Nothing escapes into node-addon-api.
+  template <class F>
+  void settle_promise(F&& settle) {
+    Napi::Env env = Env();
+    try {
+      settle();
+    } catch (const Napi::Error& e) {
+      try {
+        deferred_.Reject(e.Value());
+      } catch (...) {
+      }
+    } catch (...) {
+      // bad_alloc building the result: reject with a typed error if we can.
+      try {
+        deferred_.Reject(to_js_error(env, "E_NATIVE", "out of memory").Value());
+      } catch (...) {
+      }
+    }
   }
 
  private:
   Napi::Promise::Deferred deferred_;
   std::string code_ = "E_NATIVE";
+  std::string message_;
 };
 
 class LossWorker : public PromiseWorker {
@@ -324,6 +411,7 @@ struct FeatureArgs {
   mghf::DfeWeights<float> weights;
   mghf::InputRange range;
   DeviceChoice device;
+  CancelRef cancel;
 };
 
 std::unique_ptr<FeatureArgs> parse_feature_args(const Napi::CallbackInfo& info) {
@@ -335,12 +423,13 @@ std::unique_ptr<FeatureArgs> parse_feature_args(const Napi::CallbackInfo& info) 
   args->weights = get_weights(info[2]);
   args->range = get_range(info[3].As<Napi::Object>());
   args->device = get_device(info[3].As<Napi::Object>());
+  args->cancel = get_cancel(info[3].As<Napi::Object>().Get("cancel"));
   return args;
 }
 
 Buffer<float> run_features(FeatureArgs& a) {
   Buffer<float> F(size_t(a.shape.B) * a.weights.arch.channels * a.shape.H * a.shape.W);
-  a.device.backend().features(a.weights, a.x.data(), a.shape, a.range, F.data());
+  a.device.backend().features(a.weights, a.x.data(), a.shape, a.range, F.data(), a.cancel.get());
   return F;
 }
 
@@ -488,6 +577,7 @@ struct BatchArgs {
   Buffer<float> images;
   mghf::Shape shape;
   std::vector<int> labels;
+  CancelRef cancel;  // optional 5th argument
 };
 
 // (images, dims [B,3,H,W], labels Int32Array [B]) with every label a class of
@@ -504,6 +594,7 @@ BatchArgs parse_batch(const Napi::CallbackInfo& info, const mghf::AnyTrainer& t)
     fail("E_SHAPE", "labels has " + std::to_string(l.ElementLength()) + " elements, expected B = " +
                         std::to_string(a.shape.B));
   a.labels.assign(l.Data(), l.Data() + l.ElementLength());
+  a.cancel = get_cancel(info.Length() > 4 ? info[4] : info.Env().Undefined());
   for (size_t i = 0; i < a.labels.size(); ++i)
     if (a.labels[i] < 0 || a.labels[i] >= t.classes())
       fail("E_ARGUMENT", "labels[" + std::to_string(i) + "] = " + std::to_string(a.labels[i]) +
@@ -522,9 +613,10 @@ class TrainWorker : public PromiseWorker {
  protected:
   void Run() override {
     const mghf::Shape& s = args_.shape;
-    stats_ = update_ ? box_->trainer->step(args_.images.data(), args_.labels.data(), s.B, s.H, s.W)
+    stats_ = update_ ? box_->trainer->step(args_.images.data(), args_.labels.data(), s.B, s.H, s.W,
+                                           args_.cancel.get())
                      : box_->trainer->evaluate(args_.images.data(), args_.labels.data(), s.B,
-                                               s.H, s.W);
+                                               s.H, s.W, args_.cancel.get());
   }
   Napi::Value Result(Napi::Env env) override {
     Napi::Object o = Napi::Object::New(env);
@@ -643,6 +735,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("trainStep", Napi::Function::New(env, TrainStep, "trainStep"));
   exports.Set("trainEval", Napi::Function::New(env, TrainEval, "trainEval"));
   exports.Set("trainerState", Napi::Function::New(env, TrainerState, "trainerState"));
+  exports.Set("cancelToken", Napi::Function::New(env, CancelToken, "cancelToken"));
+  exports.Set("cancel", Napi::Function::New(env, Cancel, "cancel"));
   return exports;
 }
 
