@@ -20,6 +20,8 @@ export type MghfErrorCode =
   | 'E_NATIVE' // the native core reported a failure
   | 'E_CUDA' // a CUDA call failed during a computation (the next call still works)
   | 'E_CUDA_OOM' // the GPU ran out of memory (the next call still works)
+  | 'E_NUMERIC' // a computed value (loss, part, gradient, feature) came out NaN or ±Infinity: the stage and likely cause are named
+  | 'E_ABORTED' // the call's AbortSignal fired (the error's name is 'AbortError')
   | 'E_LOAD'; // no native binary could be loaded
 
 export interface MghfErrorOptions {

@@ -99,6 +99,8 @@ export interface CostInput {
   pmax: number;
   iters: number;
   sinkhornGrad: boolean;
+  /** Sinkhorn ε (default 1): below LOG_DOMAIN_EPS the core may run Sinkhorn in the log domain. */
+  epsOt?: number;
   /** Threads of the native CPU pool: each keeps its own LIP buffers. */
   threads: number;
 }
@@ -114,6 +116,14 @@ export interface CostEstimate {
   patches: number;
   limits: { flops: number; bytes: number };
 }
+
+/**
+ * Below this ε the core may run a map's Sinkhorn in the log domain (native/core/lip_params.h: the
+ * plain form is kept while |sim/ε| ≤ 50, and |sim| ≤ 1), at about 4× the plain form's time
+ * (two exponentials per entry per half-iteration: 16 against 4.7 ms per 225-patch map, measured).
+ */
+export const LOG_DOMAIN_EPS = 1 / 50;
+export const LOG_DOMAIN_FACTOR = 4;
 
 /** Multiply-adds per pixel of one DFE forward (the same count as bench/run.js and bench/NOTES.md). */
 export function dfeMacsPerPixel(channels: number, blocks: number, expand: number): number {
@@ -133,7 +143,8 @@ export function patchCount(H: number, W: number, patch: number, stride: number, 
  * The estimated work and memory of one mghfLoss call with a gradient, from the counted floor of
  * bench/NOTES.md: the DFE as three passes (forward of gt and sr, input backward of sr), the
  * channel Grams of CSC, and for LIP per (sample, channel) map the similarity product and its
- * backward (2·P²·patch²·2), and the Sinkhorn iterations (4·P² each, ×4 with their backward).
+ * backward (2·P²·patch²·2), and the Sinkhorn iterations (4·P² each, ×4 with their backward, ×4 again in the log domain at
+ * ε < 1/50).
  * Memory: features, tape and gradient of the DFE (native/core/dfe.h, loss.h) and each thread's
  * LIP buffers (native/core/lip.h, monce.inc), which grow with P² and iters·P.
  */
@@ -150,7 +161,8 @@ export function lossCost(i: CostInput): CostEstimate {
   const P = lipOn ? patchCount(i.H, i.W, i.patch, i.stride, i.pmax) : 0;
   const D = i.patch * i.patch;
   const maps = i.B * N;
-  const sinkhorn = 4 * i.iters * P * P * (i.sinkhornGrad ? 4 : 1);
+  const logDomain = (i.epsOt ?? 1) < LOG_DOMAIN_EPS ? LOG_DOMAIN_FACTOR : 1;
+  const sinkhorn = 4 * i.iters * P * P * (i.sinkhornGrad ? 4 : 1) * logDomain;
   const lip = lipOn ? maps * (2 * 2 * P * P * D + sinkhorn + 40 * P * P) : 0;
 
   // G, S and ∂S; the tape of sr (z1 and exp(ρ) in float, 6 ReLU6 masks of h bytes per block);

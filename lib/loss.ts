@@ -1,6 +1,7 @@
 // mghfLoss / mghfLossSync / dfeFeatures: argument checks (all in TypeScript,
 // before anything reaches native code), then one native call.
 
+import { cancellable, checkSignal, throwIfAborted } from './abort';
 import { type Device, resolveDevice } from './device';
 import { MghfError, invalidParameterError } from './errors';
 import { type CostEstimate, OPTION_BOUNDS, type BoundedOption, boundText, checkCost, checkReweight, featuresCost, inBound, lossCost } from './limits';
@@ -42,6 +43,13 @@ export interface LossOptions {
   returnDetails?: boolean;
   /** Also return the milliseconds spent in each native stage. */
   profile?: boolean;
+  /**
+   * Cancels the call: an already aborted signal rejects at once, one that fires during the call
+   * stops the native work at its next check (between stages, DFE blocks, LIP maps, Sinkhorn
+   * iterations) and rejects with an MghfError of code 'E_ABORTED' and name 'AbortError'. The sync
+   * variant only checks it before starting.
+   */
+  signal?: AbortSignal;
 }
 
 /** Every part, unweighted; a skipped part is 0 and listed in `skipped`. */
@@ -96,11 +104,11 @@ const VALUE_OPTIONS = {
 type ValueOptions = { [K in keyof typeof VALUE_OPTIONS]: (typeof VALUE_OPTIONS)[K]['default'] };
 
 export const LOSS_OPTION_NAMES = [
-  'variant', 'weights', 'device', 'layout', 'inputRange', 'selected',
+  'variant', 'weights', 'device', 'layout', 'inputRange', 'selected', 'signal',
   ...(Object.keys(VALUE_OPTIONS) as (keyof ValueOptions)[]),
 ] as const;
 
-const FEATURE_OPTION_NAMES = ['weights', 'device', 'layout', 'inputRange'] as const;
+const FEATURE_OPTION_NAMES = ['weights', 'device', 'layout', 'inputRange', 'signal'] as const;
 
 
 interface Prepared {
@@ -218,6 +226,7 @@ function prepareLoss(sr: unknown, gt: unknown, opts: unknown) {
   const variant = o.variant ?? 'c';
   if (variant !== 'n' && variant !== 'c') throw invalidParameterError('E_OPTION', 'opts.variant', "'n' or 'c'", variant);
   const values = readValueOptions(o);
+  const signal = checkSignal(o.signal);
   const common = prepareCommon(o);
   const [srT, gtT] = checkPair(sr, gt, common.layout, common.inputRange);
   if (variant === 'c' && values.gamma3 > 0) {
@@ -236,7 +245,7 @@ function prepareLoss(sr: unknown, gt: unknown, opts: unknown) {
     M,
     selected: toSelected(o.selected, B, M, N),
   };
-  return { srT, gtT, common, nativeOpts };
+  return { srT, gtT, common, nativeOpts, signal };
 }
 
 // Native results come back NCHW; hand the gradient back in the caller's layout.
@@ -255,6 +264,10 @@ function fromNchw(data: Float32Array, dims: readonly number[], layout: ImageLayo
 }
 
 function toResult(r: NativeLossResult, dims: readonly number[], layout: ImageLayout): LossResult {
+  // The core checks every stage (E_NUMERIC naming it); this guards the scalars of any binary.
+  for (const [name, v] of [['loss', r.loss], ...Object.entries(r.parts)] as [string, number][]) {
+    if (!Number.isFinite(v)) throw new MghfError('E_NUMERIC', `The ${name === 'loss' ? 'loss' : `part ${name}`} came out ${v}`);
+  }
   const result: LossResult = {
     loss: r.loss,
     parts: { ...r.parts },
@@ -278,19 +291,26 @@ function toRows(flat: Float64Array | Int32Array, B: number): number[][] {
  * sr, gt: float32 [B, 3, H, W] (or [B, H, W, 3] with layout 'NHWC'), values in [0, 1].
  */
 export async function mghfLoss(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): Promise<LossResult> {
-  const { srT, gtT, common, nativeOpts } = prepareLoss(sr, gt, opts);
-  let r;
+  const { srT, gtT, common, nativeOpts, signal } = prepareLoss(sr, gt, opts);
+  const r = await cancellable('mghfLoss', signal, (cancel) =>
+    nativeCall(() => native().loss(srT.data, gtT.data, [...srT.dims], common.weights, cancel ? { ...nativeOpts, cancel } : nativeOpts)),
+  );
+  return toResult(r, srT.dims, common.layout);
+}
+
+/** A native promise whose rejection becomes an MghfError. */
+async function nativeCall<T>(start: () => Promise<T>): Promise<T> {
   try {
-    r = await native().loss(srT.data, gtT.data, [...srT.dims], common.weights, nativeOpts);
+    return await start();
   } catch (err) {
     rethrowNative(err);
   }
-  return toResult(r, srT.dims, common.layout);
 }
 
 /** mghfLoss on the calling thread (blocks the event loop for the whole computation). */
 export function mghfLossSync(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): LossResult {
-  const { srT, gtT, common, nativeOpts } = prepareLoss(sr, gt, opts);
+  const { srT, gtT, common, nativeOpts, signal } = prepareLoss(sr, gt, opts);
+  throwIfAborted('mghfLossSync', signal);
   try {
     return toResult(native().lossSync(srT.data, gtT.data, [...srT.dims], common.weights, nativeOpts), srT.dims, common.layout);
   } catch (err) {
@@ -303,32 +323,35 @@ export interface FeatureOptions {
   device?: Device;
   layout?: ImageLayout;
   inputRange?: InputRange;
+  /** As LossOptions.signal: E_ABORTED ('AbortError') when it fires; the sync variant checks it before starting. */
+  signal?: AbortSignal;
 }
 
 function prepareFeatures(x: unknown, opts: unknown) {
   const o = checkOptions(opts, FEATURE_OPTION_NAMES);
+  const signal = checkSignal(o.signal);
   const common = prepareCommon(o);
   const xT = toImageTensor(x, 'x', common.layout, common.inputRange);
   checkMinimumSize(xT, 'x', 2, "the DFE's reflection padding needs 2");
   const [b, , h, w] = xT.dims;
   const { channels, blocks, expand } = common.weights;
   checkCost(featuresCost(b, h, w, channels, blocks, expand), 'dfeFeatures', xT.dims);
-  return { xT, common, dims: [b, common.weights.channels, h, w] };
+  return { xT, common, dims: [b, common.weights.channels, h, w], signal };
 }
 
 /** The DFE features F = DFE(x) of docs/MATH.md §2: [B, N, H, W], NCHW whatever the input layout. */
 export async function dfeFeatures(x: Tensor | TensorLike, opts?: FeatureOptions): Promise<Tensor> {
-  const { xT, common, dims } = prepareFeatures(x, opts);
-  try {
-    const F = await native().features(xT.data, [...xT.dims], common.weights, { inputRange: common.inputRange, device: common.device, deviceIndex: common.deviceIndex });
-    return new Tensor(F, dims);
-  } catch (err) {
-    rethrowNative(err);
-  }
+  const { xT, common, dims, signal } = prepareFeatures(x, opts);
+  const o = { inputRange: common.inputRange, device: common.device, deviceIndex: common.deviceIndex };
+  const F = await cancellable('dfeFeatures', signal, (cancel) =>
+    nativeCall(() => native().features(xT.data, [...xT.dims], common.weights, cancel ? { ...o, cancel } : o)),
+  );
+  return new Tensor(F, dims);
 }
 
 export function dfeFeaturesSync(x: Tensor | TensorLike, opts?: FeatureOptions): Tensor {
-  const { xT, common, dims } = prepareFeatures(x, opts);
+  const { xT, common, dims, signal } = prepareFeatures(x, opts);
+  throwIfAborted('dfeFeaturesSync', signal);
   try {
     return new Tensor(native().featuresSync(xT.data, [...xT.dims], common.weights, { inputRange: common.inputRange, device: common.device, deviceIndex: common.deviceIndex }), dims);
   } catch (err) {

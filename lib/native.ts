@@ -36,6 +36,8 @@ export interface NativeLossOptions {
   sinkhornGrad: boolean;
   returnDetails: boolean;
   profile: boolean;
+  /** Raised (cancel(token)) to stop the call: it rejects with E_ABORTED. */
+  cancel?: CancelToken;
 }
 
 export interface NativeLossResult {
@@ -76,6 +78,12 @@ export interface NativeFeatureOptions {
   inputRange: string;
   device: 'cpu' | 'cuda';
   deviceIndex: number;
+  cancel?: CancelToken;
+}
+
+/** An opaque native cancel flag (cancelToken()); cancel(token) raises it. */
+export interface CancelToken {
+  readonly __mghfCancel?: never;
 }
 
 /**
@@ -137,11 +145,18 @@ export interface NativeAddon {
   clearCache(): void;
   /** docs/MATH.md §10 pretraining (absent from binaries built before it: check before use). */
   trainerCreate(cfg: NativeTrainerConfig): TrainerHandle;
-  /** Forward, backward and one Adam step on a batch; images [B,3,H,W] in [0,1], labels [B]. */
-  trainStep(h: TrainerHandle, images: Float32Array, dims: number[], labels: Int32Array): Promise<NativeTrainResult>;
+  /**
+   * Forward, backward and one Adam step on a batch; images [B,3,H,W] in [0,1], labels [B]. A raised
+   * `cancel` rejects it with E_ABORTED before the update (the trainer is left as it was).
+   */
+  trainStep(h: TrainerHandle, images: Float32Array, dims: number[], labels: Int32Array, cancel?: CancelToken): Promise<NativeTrainResult>;
   /** Forward only (no update). */
-  trainEval(h: TrainerHandle, images: Float32Array, dims: number[], labels: Int32Array): Promise<NativeTrainResult>;
+  trainEval(h: TrainerHandle, images: Float32Array, dims: number[], labels: Int32Array, cancel?: CancelToken): Promise<NativeTrainResult>;
   trainerState(h: TrainerHandle): NativeTrainerState;
+  /** A fresh cancel flag for one call (absent from binaries built before issue 13). */
+  cancelToken?(): CancelToken;
+  /** Raises the flag: the call holding it stops at its next check and rejects with E_ABORTED. */
+  cancel?(token: CancelToken): void;
 }
 
 interface Loaded {

@@ -14,7 +14,7 @@ import { type Checkpoint, checkpointShapes, createHeadWeights, loadCheckpoint, s
 import { BatchLoader, DATA_STREAM, type ImageFolder, scanImageFolder, splitValidation, trainingPlan, validationPlan } from './data';
 import { type Device, deviceName, resolveDevice } from './device';
 import { MghfError, invalidParameterError } from './errors';
-import { type NativeAddon, type NativeTrainResult, type TrainerHandle, native, rethrowNative } from './native';
+import { type CancelToken, type NativeAddon, type NativeTrainResult, type TrainerHandle, native, rethrowNative } from './native';
 import { checkOptions, is } from './validate';
 import { type DfeArchitecture, DEFAULT_ARCHITECTURE, SeededRandom, checkArchitecture, createWeights, saveWeights, weightShapes } from './weights';
 
@@ -48,7 +48,11 @@ export interface PretrainOptions {
   resume?: string;
   /** Stop once this many steps (counted from the very start, resumes included) are done: checkpoint, validate, write `out`. */
   maxSteps?: number;
-  /** Abort: the current step finishes, a checkpoint is written, and the result says 'aborted'. */
+  /**
+   * Abort: the step in flight stops before its update (the native trainer checks between images
+   * and before Adam; a step already past that finishes), a checkpoint of the last completed step is
+   * written, and the result says 'aborted'. An already aborted signal stops before the first step.
+   */
   signal?: AbortSignal;
   onStart?: (info: PretrainStart) => void;
   /** After every step. */
@@ -134,7 +138,7 @@ export interface PretrainResult {
 }
 
 /** The native trainer functions (docs/MATH.md §10). */
-export type TrainerAddon = Pick<NativeAddon, 'trainerCreate' | 'trainStep' | 'trainEval' | 'trainerState'>;
+export type TrainerAddon = Pick<NativeAddon, 'trainerCreate' | 'trainStep' | 'trainEval' | 'trainerState' | 'cancelToken' | 'cancel'>;
 
 const OPTION_NAMES = [
   'data', 'epochs', 'batch', 'lr', 'crop', 'seed', 'channels', 'blocks', 'expand', 'decayEvery', 'decayRate',
@@ -453,7 +457,8 @@ export async function runPretrain(opts: PretrainOptions | undefined, trainer: ()
     let seen = 0;
     for await (const b of valLoader.batches(validationPlan(val.samples.length), s.batch, { unreadable: 'drop' })) {
       if (signal?.aborted) return { loss: null, accuracy: null, aborted: true };
-      const r = await call(() => t.trainEval(handle, b.images, [...b.dims], b.labels));
+      const r = await call(t, signal, (cancel) => t.trainEval(handle, b.images, [...b.dims], b.labels, cancel));
+      if (r === ABORTED) return { loss: null, accuracy: null, aborted: true };
       loss += r.loss * b.dims[0];
       correct += r.correct;
       seen += b.dims[0];
@@ -494,7 +499,12 @@ export async function runPretrain(opts: PretrainOptions | undefined, trainer: ()
     else {
       for await (const b of trainLoader.batches(plan, s.batch, { first: batchInEpoch })) {
         const lr = s.lr * s.decayRate ** Math.floor(step / s.decayEvery);
-        const r = await call(() => t.trainStep(handle, b.images, [...b.dims], b.labels));
+        const r = await call(t, signal, (cancel) => t.trainStep(handle, b.images, [...b.dims], b.labels, cancel));
+        if (r === ABORTED) {
+          // Stopped inside the step, before its update: the trainer is as after the last step.
+          await checkpointAt(epoch, batchInEpoch, epochStart);
+          return result('aborted', null, none);
+        }
         if (!Number.isFinite(r.loss)) {
           throw new MghfError(
             'E_NATIVE',
@@ -605,10 +615,30 @@ function pickCheckpointTensors(state: Record<string, Float32Array>, arch: DfeArc
   return out;
 }
 
-async function call(fn: () => Promise<NativeTrainResult>): Promise<NativeTrainResult> {
+const ABORTED = Symbol('aborted');
+
+/**
+ * A native step or evaluation, with a cancel token raised when `signal` fires meanwhile: the native
+ * side then stops before the update (E_ABORTED), which comes back as ABORTED. Other failures are
+ * MghfErrors.
+ */
+async function call(
+  t: TrainerAddon,
+  signal: AbortSignal | undefined,
+  fn: (cancel: CancelToken | undefined) => Promise<NativeTrainResult>,
+): Promise<NativeTrainResult | typeof ABORTED> {
+  if (signal?.aborted) return ABORTED; // fired while the batch was loading
+  const token = signal !== undefined && typeof t.cancelToken === 'function' ? t.cancelToken() : undefined;
+  const onAbort = () => {
+    if (token !== undefined) t.cancel?.(token);
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    return await fn();
+    return await fn(token);
   } catch (err) {
-    rethrowNative(err);
+    if ((err as { code?: unknown })?.code === 'E_ABORTED' && signal?.aborted) return ABORTED;
+    return rethrowNative(err);
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
   }
 }
