@@ -19,7 +19,7 @@
 //
 // Options: --cases N (200)  --seed S (random, printed)  --timeout-ms T (20000)  --batch B (40)
 //          --jobs J (CPU count)  --lib DIR (dist/)  --only I,J  (replay some cases)
-//          --json (print the summary as JSON)  --numeric-safe (see cases.js)  --self-test
+//          --json (print the summary as JSON)  --self-test
 
 const { spawn } = require('node:child_process');
 const { availableParallelism } = require('node:os');
@@ -32,7 +32,7 @@ const CATEGORIES = ['ok', 'typed', ...BAD];
 function parseArgs(argv) {
   const o = {
     cases: 200, seed: undefined, timeoutMs: 20_000, batch: 40, jobs: availableParallelism(),
-    lib: resolve(__dirname, '..', '..', 'dist'), only: undefined, json: false, numericSafe: false, selfTest: false,
+    lib: resolve(__dirname, '..', '..', 'dist'), only: undefined, json: false, selfTest: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -54,7 +54,6 @@ function parseArgs(argv) {
     else if (a === '--lib') o.lib = resolve(value());
     else if (a === '--only') o.only = value().split(',').map(Number);
     else if (a === '--json') o.json = true;
-    else if (a === '--numeric-safe') o.numericSafe = true;
     else if (a === '--self-test') o.selfTest = true;
     else if (a === '--help' || a === '-h') usage();
     else usage(`unknown argument ${a}`);
@@ -77,7 +76,6 @@ function usage(problem) {
 function runChild(o, indices) {
   return new Promise((done) => {
     const args = [CHILD, '--lib', o.lib, '--seed', String(o.seed), '--cases', indices.join(',')];
-    if (o.numericSafe) args.push('--numeric-safe');
     if (o.selfTest) args.push('--self-test');
     const env = { ...process.env, MGHF_NUM_THREADS: process.env.MGHF_NUM_THREADS ?? '1' };
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe', 'pipe'], env });
@@ -197,7 +195,7 @@ async function main() {
   for (let k = 0; k < indices.length; k += o.batch) batches.push(indices.slice(k, k + o.batch));
   const started = Date.now();
   if (!o.json) {
-    process.stderr.write(`mghf fuzz: seed ${o.seed}, ${indices.length} cases, ${o.jobs} jobs × batches of ${o.batch}, timeout ${o.timeoutMs} ms${o.numericSafe ? ', numeric-safe options' : ''}\n`);
+    process.stderr.write(`mghf fuzz: seed ${o.seed}, ${indices.length} cases, ${o.jobs} jobs × batches of ${o.batch}, timeout ${o.timeoutMs} ms\n`);
   }
   const all = new Map();
   let next = 0;
