@@ -50,7 +50,16 @@ export interface LossOptions {
    * variant only checks it before starting.
    */
   signal?: AbortSignal;
+  /**
+   * false: compute the loss and its parts only, without the gradient (evaluation). The CPU backend
+   * then skips the DFE tape, ∂L/∂S and the whole backward pass (the LIP backward included): about
+   * half the time and memory of the full call. Default true.
+   */
+  grad?: boolean;
 }
+
+/** What `mghfLoss(sr, gt, { grad: false })` returns: the loss and its parts, no gradient. */
+export type LossValue = Omit<LossResult, 'grad'>;
 
 /** Every part, unweighted; a skipped part is 0 and listed in `skipped`. */
 export type LossParts = Record<PartName, number>;
@@ -100,6 +109,7 @@ const VALUE_OPTIONS = {
   sinkhornGrad: spec(true, 'a boolean', is.bool),
   returnDetails: spec(false, 'a boolean', is.bool),
   profile: spec(false, 'a boolean', is.bool),
+  grad: spec(true, 'a boolean', is.bool),
 };
 type ValueOptions = { [K in keyof typeof VALUE_OPTIONS]: (typeof VALUE_OPTIONS)[K]['default'] };
 
@@ -268,12 +278,9 @@ function toResult(r: NativeLossResult, dims: readonly number[], layout: ImageLay
   for (const [name, v] of [['loss', r.loss], ...Object.entries(r.parts)] as [string, number][]) {
     if (!Number.isFinite(v)) throw new MghfError('E_NUMERIC', `The ${name === 'loss' ? 'loss' : `part ${name}`} came out ${v}`);
   }
-  const result: LossResult = {
-    loss: r.loss,
-    parts: { ...r.parts },
-    skipped: r.skipped as PartName[],
-    grad: fromNchw(r.grad, dims, layout),
-  };
+  const value: LossValue = { loss: r.loss, parts: { ...r.parts }, skipped: r.skipped as PartName[] };
+  // Without a gradient (opts.grad false) the result has no grad field at all.
+  const result = (r.grad ? { ...value, grad: fromNchw(r.grad, dims, layout) } : value) as LossResult;
   if (r.importance) result.importance = toRows(r.importance, dims[0]);
   if (r.selected) result.selected = toRows(r.selected, dims[0]);
   if (r.timings) result.timings = { ...r.timings };
@@ -290,7 +297,10 @@ function toRows(flat: Float64Array | Int32Array, B: number): number[][] {
  * The MGHF loss of sr against gt and its gradient ∂L/∂sr, computed off the event loop.
  * sr, gt: float32 [B, 3, H, W] (or [B, H, W, 3] with layout 'NHWC'), values in [0, 1].
  */
-export async function mghfLoss(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): Promise<LossResult> {
+export async function mghfLoss(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions & { grad?: true }): Promise<LossResult>;
+export async function mghfLoss(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts: LossOptions & { grad: false }): Promise<LossValue>;
+export async function mghfLoss(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): Promise<LossResult | LossValue>;
+export async function mghfLoss(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): Promise<LossResult | LossValue> {
   const { srT, gtT, common, nativeOpts, signal } = prepareLoss(sr, gt, opts);
   const r = await cancellable('mghfLoss', signal, (cancel) =>
     nativeCall(() => native().loss(srT.data, gtT.data, [...srT.dims], common.weights, cancel ? { ...nativeOpts, cancel } : nativeOpts)),
@@ -308,7 +318,10 @@ async function nativeCall<T>(start: () => Promise<T>): Promise<T> {
 }
 
 /** mghfLoss on the calling thread (blocks the event loop for the whole computation). */
-export function mghfLossSync(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): LossResult {
+export function mghfLossSync(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions & { grad?: true }): LossResult;
+export function mghfLossSync(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts: LossOptions & { grad: false }): LossValue;
+export function mghfLossSync(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): LossResult | LossValue;
+export function mghfLossSync(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): LossResult | LossValue {
   const { srT, gtT, common, nativeOpts, signal } = prepareLoss(sr, gt, opts);
   throwIfAborted('mghfLossSync', signal);
   try {

@@ -36,6 +36,8 @@ export interface NativeLossOptions {
   sinkhornGrad: boolean;
   returnDetails: boolean;
   profile: boolean;
+  /** false: no gradient (forward only). */
+  grad: boolean;
   /** Raised (cancel(token)) to stop the call: it rejects with E_ABORTED. */
   cancel?: CancelToken;
 }
@@ -45,7 +47,8 @@ export interface NativeLossResult {
   /** All six, unweighted; 0 for a skipped part. */
   parts: { n: number; mse: number; corr: number; gram: number; csc: number; lip: number };
   skipped: string[];
-  grad: Float32Array;
+  /** Absent when NativeLossOptions.grad is false. */
+  grad?: Float32Array;
   /** [B·N], with returnDetails when the CSC term is on. */
   importance?: Float64Array;
   /** [B·M], with returnDetails when the CSC term is on. */

@@ -61,6 +61,9 @@ if (!info.cuda.available) {
     const gpu = mghfLossSync(sr, gt, { weights, device: 'cuda', selected: cpu.selected, ...opts });
     t.ok(withinValueTolerance(gpu.loss, cpu.loss), `${gpu.loss} vs ${cpu.loss}`);
     t.ok(relativeL2(gpu.grad.data, cpu.grad.data) <= 1e-3);
+    const value = mghfLossSync(sr, gt, { weights, device: 'cuda', selected: cpu.selected, ...opts, grad: false });
+    t.equal(value.loss, gpu.loss, 'grad: false: the same loss on the GPU');
+    t.notOk('grad' in value, 'and no gradient');
   });
   t.test('concurrent CUDA calls are safe', async (t) => {
     const weights = emulated ? createWeights({ seed: 6, channels: 8 }) : createWeights({ seed: 6 });

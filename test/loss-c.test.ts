@@ -283,6 +283,6 @@ t.test('unknown option names are rejected with the list of valid ones', async (t
 t.test('LOSS_OPTION_NAMES lists exactly the options of SPEC §7 and the API', async (t) => {
   const spec = ['variant', 'gamma1', 'gamma2', 'gamma3', 'beta1', 'beta2', 'beta3', 'M', 'alpha', 'gamma', 'selected',
     'patch', 'stride', 'pmax', 'tau', 'epsOt', 'Q', 'iters', 'sinkhornGrad', 'inputRange'];
-  const api = ['weights', 'device', 'layout', 'returnDetails', 'profile', 'signal'];
+  const api = ['weights', 'device', 'layout', 'returnDetails', 'profile', 'signal', 'grad'];
   t.same([...LOSS_OPTION_NAMES].sort(), [...spec, ...api].sort());
 });

@@ -245,6 +245,7 @@ std::unique_ptr<LossArgs> parse_loss_args(const Napi::CallbackInfo& info) {
   flag("sinkhornGrad", o.lip.monce.sinkhorn_grad);
   flag("returnDetails", o.details);
   flag("profile", o.profile);
+  flag("grad", o.grad);
   args->cancel = get_cancel(opts.Get("cancel"));
   o.cancel = args->cancel.get();
   const int N = args->weights.arch.channels;
@@ -305,7 +306,7 @@ Napi::Object loss_result_to_js(Napi::Env env, const mghf::LossResult<float>& r) 
   Napi::Array skipped = Napi::Array::New(env, r.skipped.size());
   for (size_t i = 0; i < r.skipped.size(); ++i) skipped.Set(uint32_t(i), r.skipped[i]);
   o.Set("skipped", skipped);
-  o.Set("grad", to_js(env, r.grad));
+  if (r.grad.size() > 0) o.Set("grad", to_js(env, r.grad));  // none when options.grad was false
   return o;
 }
 

@@ -28,7 +28,7 @@ CscParts csc_loss(const T* G, const T* S, int B, int N, int64_t P, int M, const 
                   const double* w, const CscWeights& cw, T* dS) {
   CscParts out;
   const bool do_mse = cw.beta1 != 0, do_corr = cw.beta2 != 0, do_gram = cw.beta3 != 0;
-  Buffer<T> Xs{size_t(M) * P}, Xg{size_t(M) * P}, dX{size_t(M) * P};
+  Buffer<T> Xs{size_t(M) * P}, Xg{size_t(M) * P}, dX{dS && do_gram ? size_t(M) * P : 0};
   std::vector<double> mse_bi(static_cast<size_t>(M)), corr_bi(static_cast<size_t>(M));
   std::vector<double> Cs(size_t(M) * M), Cg(size_t(M) * M);
   std::vector<T> A(size_t(M) * M);

@@ -92,7 +92,10 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
       }
     }
   }
-  Buffer<T> xh{size_t(3) * P}, z{size_t(N) * P}, y{size_t(N) * P}, R{size_t(cP)}, Eta{size_t(cP)};
+  // Two N-map buffers alternate as block input and output (one is enough for one block: the last
+  // block writes into F). ρ(z2) and η(z2) live in the block's input buffer, dead once the 1×1 mix
+  // has read it: at 512² that is 128 MiB less than separate buffers.
+  Buffer<T> xh{size_t(3) * P}, z{size_t(N) * P}, y{a.blocks > 1 ? size_t(N) * P : 0};
   for (int b = 0; b < B; ++b) {
     const T* xb = x + int64_t(b) * 3 * P;
     for (int ch = 0; ch < 3; ++ch) {
@@ -123,12 +126,12 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
       detail::irb_forward<T, Kn>(bw.phi, c, h, H, W, z1, z2, true, m1p(bt ? &bt->phi : nullptr),
                                  m2p(bt ? &bt->phi : nullptr));
       // z1 ← z1 ⊙ exp(ρ(z2)) + η(z2)
-      detail::irb_forward<T, Kn>(bw.rho, c, h, H, W, z2, R.data(), false,
+      T* Rp = zp;
+      T* Ep = zp + cP;
+      detail::irb_forward<T, Kn>(bw.rho, c, h, H, W, z2, Rp, false,
                                  m1p(bt ? &bt->rho : nullptr), m2p(bt ? &bt->rho : nullptr));
-      detail::irb_forward<T, Kn>(bw.eta, c, h, H, W, z2, Eta.data(), false,
+      detail::irb_forward<T, Kn>(bw.eta, c, h, H, W, z2, Ep, false,
                                  m1p(bt ? &bt->eta : nullptr), m2p(bt ? &bt->eta : nullptr));
-      const T* Rp = R.data();
-      const T* Ep = Eta.data();
       T* tz1 = bt ? bt->z1.data() + b * cP : nullptr;
       T* tE = bt ? bt->E.data() + b * cP : nullptr;
       detail::coupling_forward<T, Kn>(cP, Rp, Ep, z1, tz1, tE);
@@ -145,7 +148,9 @@ void dfe_backward(const DfeWeights<T>& w, const DfeTape<T>& tape, T* dF, int B, 
   const DfeArchitecture& a = w.arch;
   const int N = a.channels, c = a.half(), h = a.hidden();
   const int64_t P = int64_t(H) * W, cP = int64_t(c) * P, hP = int64_t(h) * P;
-  Buffer<T> other{size_t(N) * P}, Dr{size_t(cP)}, dxh{size_t(3) * P};
+  // ∂ρ (Dr) lives in the half of `other` that the 1×1 mix's backward overwrites only after the
+  // last read of ∂ρ.
+  Buffer<T> other{size_t(N) * P}, dxh{size_t(3) * P};
   for (int b = 0; b < B; ++b) {
     T* dz = dF + int64_t(b) * N * P;
     T* dy = other.data();
@@ -157,7 +162,7 @@ void dfe_backward(const DfeWeights<T>& w, const DfeTape<T>& tape, T* dF, int B, 
       const T* E = bt.E.data() + b * cP;
       T* dz1 = dz;       // ∂L/∂z1 after the coupling, becomes ∂L/∂z1 before it
       T* da = dz + cP;   // ∂L/∂z2 after φ
-      T* Drp = Dr.data();
+      T* Drp = dy;
       // z1' = z1 ⊙ E + η(a), E = exp(ρ(a)):  ∂ρ = dz1' ⊙ z1 ⊙ E,  ∂η = dz1'
       detail::elementwise(cP, [&](int64_t i) { Drp[i] = dz1[i] * z1[i] * E[i]; });
       detail::irb_backward<T, Kn>(bw.eta, c, h, H, W, bt.eta.m1.data() + b * hP,

@@ -36,6 +36,9 @@ struct LossOptions {
   // Raised by another thread to abandon the call (E_ABORTED), checked between
   // stages, DFE blocks, LIP maps and Sinkhorn iterations.
   const CancelFlag* cancel = nullptr;
+  // false: the loss and its parts only. No tape, no ∂L/∂S, no backward: less than half the work
+  // of the DFE and LIP stages and much less memory (evaluation, `score`).
+  bool grad = true;
 };
 
 struct Shape {
@@ -49,7 +52,7 @@ struct LossResult {
   // Unweighted parts; a skipped part stays 0 and is listed in `skipped`.
   double n = 0, mse = 0, corr = 0, gram = 0, csc = 0, lip = 0;
   std::vector<std::string> skipped;
-  Buffer<T> grad;                   // ∂L/∂sr, the shape of sr
+  Buffer<T> grad;                   // ∂L/∂sr, the shape of sr (empty when options.grad is false)
   std::vector<double> importance;   // [B×N] (details, CSC on)
   std::vector<int> selected;        // [B×M] (details, CSC on)
   std::vector<std::pair<std::string, double>> timings;  // ms per stage (profile)
@@ -157,8 +160,11 @@ LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const 
   const bool do_n = plan.do_n, do_csc = plan.do_csc, do_lip = plan.do_lip;
   const bool b1 = plan.b1, b2 = plan.b2, b3 = plan.b3;
   r.skipped = plan.skipped;
-  r.grad.resize(size_t(s.size()));
-  r.grad.zero();
+  const bool grad = opt.grad;
+  if (grad) {
+    r.grad.resize(size_t(s.size()));
+    r.grad.zero();
+  }
   if (!do_n && !do_csc && !do_lip) return r;  // every term off: no work at all
 
   detail::Stopwatch clock(opt.profile ? &r.timings : nullptr);
@@ -166,13 +172,23 @@ LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const 
   const int64_t P = int64_t(s.H) * s.W, count = int64_t(s.B) * N * P;
   auto ctx = [&] { return numeric_context(opt, w); };
   throw_if_cancelled(opt.cancel);
-  Buffer<T> G{size_t(count)}, S{size_t(count)}, dS{size_t(count)};
+  // Peak memory is G, S, the tape and one stage's temporaries: ∂L/∂S is allocated only once the
+  // forward passes have returned theirs, and G and S are released before the backward needs its own.
+  Buffer<T> G{size_t(count)}, S{size_t(count)}, dS;
   dfe_forward<T, Kn>(w, gt, s.B, s.H, s.W, opt.range, G.data(), nullptr, opt.cancel);
   check_finite(G.data(), count, NumericStage::DfeForwardGt, "the features of gt", ctx);
   DfeTape<T> tape;
-  dfe_forward<T, Kn>(w, sr, s.B, s.H, s.W, opt.range, S.data(), &tape, opt.cancel);
+  dfe_forward<T, Kn>(w, sr, s.B, s.H, s.W, opt.range, S.data(), grad ? &tape : nullptr, opt.cancel);
   check_finite(S.data(), count, NumericStage::DfeForwardSr, "the features of sr", ctx);
-  dS.zero();
+  if (grad) {
+    dS.resize(size_t(count));
+    dS.zero();
+  }
+  T* const dSp = grad ? dS.data() : nullptr;
+  // The gradient so far, scanned after each term (nothing to scan without one).
+  auto check_gradient = [&](NumericStage stage) {
+    if (grad) check_finite(dSp, count, stage, "its gradient", ctx);
+  };
   clock.lap("dfe_forward");
 
   if (do_n) {
@@ -180,12 +196,12 @@ LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const 
     r.n = sum_squared_difference(S.data(), G.data(), count) / double(count);
     // ∂(Γ1·L_n)/∂S = Γ1 · 2 (S − G) / (B·N·H·W)
     const T k = T(g1 * 2.0 / double(count));
-    T* d = dS.data();
+    T* d = dSp;
     const T* Sp = S.data();
     const T* Gp = G.data();
-    detail::elementwise(count, [&](int64_t i) { d[i] += (Sp[i] - Gp[i]) * k; });
+    if (grad) detail::elementwise(count, [&](int64_t i) { d[i] += (Sp[i] - Gp[i]) * k; });
     check_finite_value(r.n, NumericStage::N, "L_n", ctx);
-    check_finite(dS.data(), count, NumericStage::N, "its gradient", ctx);
+    check_gradient(NumericStage::N);
     clock.lap("n");
   }
   if (do_csc) {
@@ -203,7 +219,7 @@ LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const 
     const CscParts parts = csc_loss<T, Kn>(G.data(), S.data(), s.B, N, P, M, sel.data(), wts.data(),
                                            {b1 ? opt.beta1 : 0, b2 ? opt.beta2 : 0,
                                             b3 ? opt.beta3 : 0, g2},
-                                           dS.data());
+                                           dSp);
     r.mse = b1 ? parts.mse : 0;
     r.corr = b2 ? parts.corr : 0;
     r.gram = b3 ? parts.gram : 0;
@@ -212,7 +228,7 @@ LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const 
     check_finite_value(r.corr, NumericStage::Csc, "corr", ctx);
     check_finite_value(r.gram, NumericStage::Csc, "gram", ctx);
     check_finite_value(r.csc, NumericStage::Csc, "csc", ctx);
-    check_finite(dS.data(), count, NumericStage::Csc, "its gradient", ctx);
+    check_gradient(NumericStage::Csc);
     if (opt.details) {
       r.importance = std::move(imp);
       r.selected = std::move(sel);
@@ -223,15 +239,18 @@ LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const 
     throw_if_cancelled(opt.cancel);
     LipOptions lip = opt.lip;
     lip.monce.cancel = opt.cancel;
-    r.lip = lip_loss<T, Kn>(G.data(), S.data(), s.B, N, s.H, s.W, lip, g3, dS.data());
+    r.lip = lip_loss<T, Kn>(G.data(), S.data(), s.B, N, s.H, s.W, lip, g3, dSp);
     check_finite_value(r.lip, NumericStage::Lip, "L_lip", ctx);
-    check_finite(dS.data(), count, NumericStage::Lip, "its gradient", ctx);
+    check_gradient(NumericStage::Lip);
     clock.lap("lip");
   }
   r.loss = g1 * r.n + g2 * r.csc + g3 * r.lip;
   if (!c) r.loss = r.n;
   check_finite_value(r.loss, NumericStage::Total, "the loss", ctx);
+  if (!grad) return r;
   throw_if_cancelled(opt.cancel);
+  G.release();
+  S.release();
   dfe_backward<T, Kn>(w, tape, dS.data(), s.B, s.H, s.W, opt.range, r.grad.data(), opt.cancel);
   check_finite(r.grad.data(), s.size(), NumericStage::DfeBackward, "the gradient", ctx);
   clock.lap("dfe_backward");

@@ -236,8 +236,10 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
   const bool do_n = plan.do_n, do_csc = plan.do_csc, do_lip = plan.do_lip;
   const bool b1 = plan.b1, b2 = plan.b2, b3 = plan.b3;
   r.skipped = plan.skipped;
-  r.grad.resize(size_t(s.size()));
-  r.grad.zero();
+  if (opt.grad) {
+    r.grad.resize(size_t(s.size()));
+    r.grad.zero();
+  }
   if (!do_n && !do_csc && !do_lip) return r;  // every term off: no work at all
 
   std::lock_guard<std::mutex> serial(call_mutex_);
@@ -323,6 +325,13 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
   r.loss = g1 * r.n + g2 * r.csc + g3 * r.lip;
   if (!c) r.loss = r.n;
   check_finite_value(r.loss, NumericStage::Total, "the loss", ctx);
+  if (!opt.grad) {
+    // Forward only: the terms above still accumulate ∂L/∂S on the GPU (they are written with
+    // it); only the DFE backward and the download are skipped. The CPU backend skips it all.
+    stream.sync();
+    clock.collect(r.timings);
+    return r;
+  }
   throw_if_cancelled(opt.cancel);
   mem.dx.resize(size_t(s.size()));
   cuda::dfe_backward(mem.w, mem.tape, mem.dS.data(), s.B, s.H, s.W, opt.range, mem.dx.data(),
