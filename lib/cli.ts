@@ -188,8 +188,9 @@ async function runScore(values: Values): Promise<number> {
   const weights = typeof values.weights === 'string' ? await loadWeightsFlag(values.weights) : undefined;
   let result;
   try {
-    // TODO(issue 14, item 4): forward-only call (grad: false) once lib/loss.ts has it; this computes the gradient too.
+    // Forward only: a score needs no gradient (about half the time and memory of the full call).
     result = await lib.mghfLoss(srImage, gtImage, {
+      grad: false,
       device: device.name,
       variant,
       ...(variant === 'c' ? { ...GAMMAS, ...BETAS } : {}),
@@ -369,7 +370,7 @@ async function runPretrainCommand(values: Values): Promise<number> {
       say('mghf: interrupted again; exiting without waiting for the checkpoint');
       process.exit(130);
     }
-    say('mghf: interrupted; finishing the current step and writing a checkpoint (Ctrl-C again to quit at once)');
+    say('mghf: interrupted; stopping the step in progress and writing a checkpoint of the last completed one (Ctrl-C again to quit at once)');
     controller.abort();
   };
   process.on('SIGINT', onSigint);

@@ -135,9 +135,9 @@ export async function featureGrid(image: Tensor | TensorLike, opts?: FeatureGrid
     );
   }
   // The image against itself: only the CSC term is needed for the selection (Γ1 = Γ3 = 0 skip the rest).
-  // TODO(issue 14, item 4): forward-only (grad: false) once lib/loss.ts has it; this computes the gradient too.
   const details = await mghfLoss(x, x, {
     ...common,
+    grad: false,
     gamma1: 0,
     gamma3: 0,
     returnDetails: true,

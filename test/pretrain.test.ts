@@ -395,7 +395,7 @@ async function interruptAndResume(t0: Test, env: NodeJS.ProcessEnv, name: string
   t0.equal(await exited, 130, 'exit 130');
   t0.match(stderr, /Pretraining the DFE \(N=128, K=1, e=2\) on 4 classes: 49 training images, 12 validation images \(val\/\); 7 steps per epoch, 350 steps, on cpu/);
   t0.match(stderr, /epoch 1\/50 {2}step \d+\/350 {2}loss [0-9.]+ {2}acc [0-9.]+% {2}[0-9.]+ img\/s {2}left /, 'progress line');
-  t0.match(stderr, /interrupted; finishing the current step and writing a checkpoint/);
+  t0.match(stderr, /interrupted; stopping the step in progress and writing a checkpoint of the last completed one/);
   t0.match(stderr, new RegExp(`checkpoint written to ${out}\\.ckpt\\.safetensors`));
   const m = /Resume with: (.*)/.exec(stderr);
   t0.ok(m, 'says how to resume');
