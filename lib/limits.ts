@@ -143,8 +143,8 @@ export function patchCount(H: number, W: number, patch: number, stride: number, 
  * The estimated work and memory of one mghfLoss call with a gradient, from the counted floor of
  * bench/NOTES.md: the DFE as three passes (forward of gt and sr, input backward of sr), the
  * channel Grams of CSC, and for LIP per (sample, channel) map the similarity product and its
- * backward (2·P²·patch²·2), and the Sinkhorn iterations (4·P² each, ×4 with their backward, ×4 again in the log domain at
- * ε < 1/50).
+ * backward (2·P²·patch²·2), and the Sinkhorn iterations (4·P² each, ×4 with their backward,
+ * ×4 again in the log domain at ε < 1/50).
  * Memory: features, tape and gradient of the DFE (native/core/dfe.h, loss.h) and each thread's
  * LIP buffers (native/core/lip.h, monce.inc), which grow with P² and iters·P.
  */
