@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "buffer.h"
+#include "kernels_table.h"
 #include "parallel.h"
 
 namespace mghf {
@@ -23,58 +24,54 @@ struct CscWeights {
 };
 
 // sel and w are [B×M]. Adds Γ2·∂L_csc/∂S into dS ([B×N×P]) when dS is not null.
+//
+// No gathered copy of the kept maps: S^w, G^w and ∂S^w as [M, H·W] buffers were the call's largest
+// temporaries (192 MiB at 512²). MSE and correlation read S and G in place, forming w·s in the
+// working precision as SPEC §4 writes it (the same float products a gather made); the Gram terms
+// gather one slice of kGramSlice pixels per task, the width of the Gram kernel's float partial
+// sums, so the result is the gathered kernel's, bit for bit.
 template <class T, class Kn>
 CscParts csc_loss(const T* G, const T* S, int B, int N, int64_t P, int M, const int* sel,
                   const double* w, const CscWeights& cw, T* dS) {
   CscParts out;
   const bool do_mse = cw.beta1 != 0, do_corr = cw.beta2 != 0, do_gram = cw.beta3 != 0;
-  Buffer<T> Xs{size_t(M) * P}, Xg{size_t(M) * P}, dX{dS && do_gram ? size_t(M) * P : 0};
   std::vector<double> mse_bi(static_cast<size_t>(M)), corr_bi(static_cast<size_t>(M));
   std::vector<double> Cs(size_t(M) * M), Cg(size_t(M) * M);
   std::vector<T> A(size_t(M) * M);
+  const int64_t slices = (P + kGramSlice - 1) / kGramSlice;
+  std::vector<double> part_s(do_gram ? size_t(slices) * M * M : 0), part_g(part_s.size());
   const double BMP = double(B) * M * double(P);
   for (int b = 0; b < B; ++b) {
-    // Gather and scale: S^w = w·S in the working precision, as SPEC §4 writes it.
-    parallel_for(M, [&](int64_t i) {
-      const T wi = T(w[b * M + i]);
-      const T* g = G + (int64_t(b) * N + sel[b * M + i]) * P;
-      const T* s = S + (int64_t(b) * N + sel[b * M + i]) * P;
-      T* xs = Xs.data() + i * P;
-      T* xg = Xg.data() + i * P;
-      for (int64_t p = 0; p < P; ++p) {
-        xs[p] = wi * s[p];
-        xg[p] = wi * g[p];
-      }
-    });
+    auto map = [&](const T* X, int64_t i) { return X + (int64_t(b) * N + sel[b * M + i]) * P; };
     // MSE and correlation, one kept map per task (P terms: double sums).
     parallel_for(M, [&](int64_t i) {
-      const T* xs = Xs.data() + i * P;
-      const T* xg = Xg.data() + i * P;
+      const T* s = map(S, i);
+      const T* g = map(G, i);
       T* ds = dS ? dS + (int64_t(b) * N + sel[b * M + i]) * P : nullptr;
       const T wi = T(w[b * M + i]);
       if (do_mse) {
         double acc = 0;
         for (int64_t p = 0; p < P; ++p) {
-          const double d = double(xs[p]) - double(xg[p]);
+          const double d = double(wi * s[p]) - double(wi * g[p]);
           acc += d * d;
         }
         mse_bi[size_t(i)] = acc;
         if (ds) {
           const T k = T(cw.scale * cw.beta1 * 2.0 / BMP) * wi;
-          for (int64_t p = 0; p < P; ++p) ds[p] += k * (xs[p] - xg[p]);
+          for (int64_t p = 0; p < P; ++p) ds[p] += k * (wi * s[p] - wi * g[p]);
         }
       }
       if (do_corr) {
         double mx = 0, my = 0;
         for (int64_t p = 0; p < P; ++p) {
-          mx += double(xg[p]);
-          my += double(xs[p]);
+          mx += double(wi * g[p]);
+          my += double(wi * s[p]);
         }
         mx /= double(P);
         my /= double(P);
         double sxy = 0, sxx = 0, syy = 0;
         for (int64_t p = 0; p < P; ++p) {
-          const double dx = double(xg[p]) - mx, dy = double(xs[p]) - my;
+          const double dx = double(wi * g[p]) - mx, dy = double(wi * s[p]) - my;
           sxy += dx * dy;
           sxx += dx * dx;
           syy += dy * dy;
@@ -89,7 +86,7 @@ CscParts csc_loss(const T* G, const T* S, int B, int N, int64_t P, int M, const 
           const double a = 1.0 / den;
           const double c = sy > 0 ? sxy * sx / (sy * den * den) : 0.0;
           for (int64_t p = 0; p < P; ++p)
-            ds[p] += T(k * (a * (double(xg[p]) - mx) - c * (double(xs[p]) - my)));
+            ds[p] += T(k * (a * (double(wi * g[p]) - mx) - c * (double(wi * s[p]) - my)));
         }
       }
     });
@@ -98,8 +95,33 @@ CscParts csc_loss(const T* G, const T* S, int B, int N, int64_t P, int M, const 
       out.corr += corr_bi[size_t(i)];
     }
     if (do_gram) {
-      Kn::gram(M, P, Xs.data(), Cs.data());
-      Kn::gram(M, P, Xg.data(), Cg.data());
+      // One slice [M, n] of X^w = w·X, gathered into the calling thread's buffer.
+      auto gather = [&](const T* X, int64_t p0, int64_t n, std::vector<T>& buf) {
+        buf.resize(size_t(M) * n);
+        for (int i = 0; i < M; ++i) {
+          const T wi = T(w[b * M + i]);
+          const T* x = map(X, i) + p0;
+          T* dst = buf.data() + size_t(i) * n;
+          for (int64_t p = 0; p < n; ++p) dst[p] = wi * x[p];
+        }
+      };
+      parallel_for(slices, [&](int64_t si) {
+        static thread_local std::vector<T> buf;
+        const int64_t p0 = si * kGramSlice, n = std::min<int64_t>(kGramSlice, P - p0);
+        gather(S, p0, n, buf);
+        Kn::gram(M, n, buf.data(), part_s.data() + size_t(si) * M * M);
+        gather(G, p0, n, buf);
+        Kn::gram(M, n, buf.data(), part_g.data() + size_t(si) * M * M);
+      });
+      for (size_t e = 0; e < Cs.size(); ++e) {  // slices in order: the same sum for any thread count
+        double as = 0, ag = 0;
+        for (int64_t si = 0; si < slices; ++si) {
+          as += part_s[size_t(si) * M * M + e];
+          ag += part_g[size_t(si) * M * M + e];
+        }
+        Cs[e] = as;
+        Cg[e] = ag;
+      }
       const double norm = double(M) * double(P);  // Gram(X) = X·Xᵀ / (M·H·W)
       double acc = 0;
       for (size_t e = 0; e < Cs.size(); ++e) {
@@ -108,15 +130,21 @@ CscParts csc_loss(const T* G, const T* S, int B, int N, int64_t P, int M, const 
       }
       out.gram += acc / M;
       if (dS) {
-        // ∂L/∂S^w = (2 / (M·P)) · E'·S^w with E' = Γ2·β3·2(Gram_s − Gram_g)/(B·M).
+        // ∂L/∂S^w = (2 / (M·P)) · E'·S^w with E' = Γ2·β3·2(Gram_s − Gram_g)/(B·M), slice by slice.
         for (size_t e = 0; e < Cs.size(); ++e)
           A[e] = T(cw.scale * cw.beta3 * 2.0 * (Cs[e] - Cg[e]) / norm / (double(B) * M) * 2.0 / norm);
-        Kn::conv1x1(M, M, P, A.data(), nullptr, Xs.data(), dX.data(), false);
-        parallel_for(M, [&](int64_t i) {
-          const T wi = T(w[b * M + i]);
-          T* ds = dS + (int64_t(b) * N + sel[b * M + i]) * P;
-          const T* dx = dX.data() + i * P;
-          for (int64_t p = 0; p < P; ++p) ds[p] += wi * dx[p];
+        parallel_for(slices, [&](int64_t si) {
+          static thread_local std::vector<T> xs, dx;
+          const int64_t p0 = si * kGramSlice, n = std::min<int64_t>(kGramSlice, P - p0);
+          gather(S, p0, n, xs);
+          dx.resize(size_t(M) * n);
+          Kn::conv1x1(M, M, n, A.data(), nullptr, xs.data(), dx.data(), false);
+          for (int i = 0; i < M; ++i) {
+            const T wi = T(w[b * M + i]);
+            T* ds = dS + (int64_t(b) * N + sel[b * M + i]) * P + p0;
+            const T* d = dx.data() + size_t(i) * n;
+            for (int64_t p = 0; p < n; ++p) ds[p] += wi * d[p];
+          }
         });
       }
     }

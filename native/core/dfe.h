@@ -22,7 +22,7 @@ constexpr double kStd[3] = {0.229, 0.224, 0.225};
 // What the backward needs from the forward of one image batch: the ReLU6 masks
 // of every inverted-residual sub-network, and z1, exp(ρ) of every coupling.
 struct IrbTape {
-  Buffer<uint8_t> m1, m2;  // [B, h, P]
+  Buffer<uint8_t> m1, m2;  // B × Kn::irb_mask_bytes(h, H, W)
 };
 template <class T>
 struct BlockTape {
@@ -75,27 +75,31 @@ void irb_backward(const IrbWeights<T>& w, int c, int h, int H, int W, const uint
 
 // F [B, N, H, W] = DFE(x [B, 3, H, W]). With a tape, records what
 // dfe_backward needs. A raised `cancel` stops it between blocks (E_ABORTED).
+// `scratch`, when not null, is N·H·W elements the caller has no use for during
+// the call (the loss lends the buffer ∂L/∂S will occupy afterwards), saving
+// the largest temporary.
 template <class T, class Kn>
 void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputRange range, T* F,
-                 DfeTape<T>* tape, const CancelFlag* cancel = nullptr) {
+                 DfeTape<T>* tape, const CancelFlag* cancel = nullptr, T* scratch = nullptr) {
   const DfeArchitecture& a = w.arch;
   const int N = a.channels, c = a.half(), h = a.hidden();
-  const int64_t P = int64_t(H) * W, cP = int64_t(c) * P, hP = int64_t(h) * P;
+  const int64_t P = int64_t(H) * W, cP = int64_t(c) * P, mb = Kn::irb_mask_bytes(h, H, W);
   if (tape) {
     tape->block.resize(a.blocks);
     for (auto& bt : tape->block) {
       bt.z1.resize(size_t(B) * cP);
       bt.E.resize(size_t(B) * cP);
       for (IrbTape* it : {&bt.phi, &bt.rho, &bt.eta}) {
-        it->m1.resize(size_t(B) * hP);
-        it->m2.resize(size_t(B) * hP);
+        it->m1.resize(size_t(B * mb));
+        it->m2.resize(size_t(B * mb));
       }
     }
   }
   // Two N-map buffers alternate as block input and output (one is enough for one block: the last
   // block writes into F). ρ(z2) and η(z2) live in the block's input buffer, dead once the 1×1 mix
   // has read it: at 512² that is 128 MiB less than separate buffers.
-  Buffer<T> xh{size_t(3) * P}, z{size_t(N) * P}, y{a.blocks > 1 ? size_t(N) * P : 0};
+  Buffer<T> xh{size_t(3) * P}, own_z{scratch ? 0 : size_t(N) * P}, y{a.blocks > 1 ? size_t(N) * P : 0};
+  T* const zbuf = scratch ? scratch : own_z.data();
   for (int b = 0; b < B; ++b) {
     const T* xb = x + int64_t(b) * 3 * P;
     for (int ch = 0; ch < 3; ++ch) {
@@ -109,16 +113,16 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
     }
     // z → y each block; the last block writes straight into F.
     T* Fb = F + int64_t(b) * N * P;
-    T* zp = a.blocks % 2 ? z.data() : y.data();
+    T* zp = a.blocks % 2 ? zbuf : y.data();
     Kn::stem(N, H, W, w.stem_weight.data(), w.stem_bias.data(), xh.data(), zp);
     for (int k = 0; k < a.blocks; ++k) {
       throw_if_cancelled(cancel);
-      T* yp = k == a.blocks - 1 ? Fb : (zp == z.data() ? y.data() : z.data());
+      T* yp = k == a.blocks - 1 ? Fb : (zp == zbuf ? y.data() : zbuf);
       const BlockWeights<T>& bw = w.block[k];
       BlockTape<T>* bt = tape ? &tape->block[k] : nullptr;
       // Masks only when a backward will follow.
-      auto m1p = [&](IrbTape* it) { return it ? it->m1.data() + b * hP : nullptr; };
-      auto m2p = [&](IrbTape* it) { return it ? it->m2.data() + b * hP : nullptr; };
+      auto m1p = [&](IrbTape* it) { return it ? it->m1.data() + b * mb : nullptr; };
+      auto m2p = [&](IrbTape* it) { return it ? it->m2.data() + b * mb : nullptr; };
       Kn::conv1x1(N, N, P, bw.mix_weight.data(), bw.mix_bias.data(), zp, yp, false);
       T* z1 = yp;
       T* z2 = yp + cP;
@@ -147,7 +151,7 @@ void dfe_backward(const DfeWeights<T>& w, const DfeTape<T>& tape, T* dF, int B, 
                   InputRange range, T* dx, const CancelFlag* cancel = nullptr) {
   const DfeArchitecture& a = w.arch;
   const int N = a.channels, c = a.half(), h = a.hidden();
-  const int64_t P = int64_t(H) * W, cP = int64_t(c) * P, hP = int64_t(h) * P;
+  const int64_t P = int64_t(H) * W, cP = int64_t(c) * P, mb = Kn::irb_mask_bytes(h, H, W);
   // ∂ρ (Dr) lives in the half of `other` that the 1×1 mix's backward overwrites only after the
   // last read of ∂ρ.
   Buffer<T> other{size_t(N) * P}, dxh{size_t(3) * P};
@@ -165,14 +169,14 @@ void dfe_backward(const DfeWeights<T>& w, const DfeTape<T>& tape, T* dF, int B, 
       T* Drp = dy;
       // z1' = z1 ⊙ E + η(a), E = exp(ρ(a)):  ∂ρ = dz1' ⊙ z1 ⊙ E,  ∂η = dz1'
       detail::elementwise(cP, [&](int64_t i) { Drp[i] = dz1[i] * z1[i] * E[i]; });
-      detail::irb_backward<T, Kn>(bw.eta, c, h, H, W, bt.eta.m1.data() + b * hP,
-                                  bt.eta.m2.data() + b * hP, dz1, da);
-      detail::irb_backward<T, Kn>(bw.rho, c, h, H, W, bt.rho.m1.data() + b * hP,
-                                  bt.rho.m2.data() + b * hP, Drp, da);
+      detail::irb_backward<T, Kn>(bw.eta, c, h, H, W, bt.eta.m1.data() + b * mb,
+                                  bt.eta.m2.data() + b * mb, dz1, da);
+      detail::irb_backward<T, Kn>(bw.rho, c, h, H, W, bt.rho.m1.data() + b * mb,
+                                  bt.rho.m2.data() + b * mb, Drp, da);
       detail::elementwise(cP, [&](int64_t i) { dz1[i] *= E[i]; });
       // a = z2 + φ(z1): ∂z2 = ∂a, ∂z1 += φᵀ ∂a
-      detail::irb_backward<T, Kn>(bw.phi, c, h, H, W, bt.phi.m1.data() + b * hP,
-                                  bt.phi.m2.data() + b * hP, da, dz1);
+      detail::irb_backward<T, Kn>(bw.phi, c, h, H, W, bt.phi.m1.data() + b * mb,
+                                  bt.phi.m2.data() + b * mb, da, dz1);
       Kn::conv1x1_backward(N, N, P, bw.mix_weight.data(), dz, dy, false);
       std::swap(dz, dy);
     }

@@ -1,6 +1,7 @@
 // The fast float kernels behind the same interface as ReferenceKernels<float>,
 // so the DFE code is written once (dfe.h) and instantiated with either.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -36,6 +37,8 @@ struct FastKernels {
     fast_kernels().depthwise_relu6_backward(C, H, W, w, mask_out, mask_in, g, din);
   }
 
+  // Bytes of one IRB mask, bit-packed by the fused kernels.
+  static int64_t irb_mask_bytes(int h, int H, int W) { return mghf::irb_mask_bytes(h, H, W); }
   static void irb_forward(int c, int h, int H, int W, const float* We, const float* Wd,
                           const float* Wp, const float* in, float* out, bool accumulate,
                           uint8_t* m1, uint8_t* m2) {
@@ -71,48 +74,74 @@ struct FastKernels {
     return fast_kernels().monce(P, sim, prm, g0, dsim, work, kwork);
   }
 
-  // The stem as im2col + GEMM: a 27-deep product per output, like a 1×1 conv.
-  static void stem(int N, int H, int W, const float* w, const float* b, const float* xh, float* z) {
-    const int64_t P = int64_t(H) * W;
-    std::vector<float> col(size_t(27) * P);
-    parallel_for(27, [&](int64_t r) {
-      const int ci = int(r / 9), dy = int(r / 3 % 3), dx = int(r % 3);
-      float* dst = col.data() + r * P;
-      for (int y = 0; y < H; ++y) {
+  // The stem as im2col + GEMM: a 27-deep product per output, like a 1×1 conv. One slab of image
+  // rows per task, so the im2col buffer is 27 × kStemSlab pixels per thread instead of 27·H·W
+  // floats for the whole image (27 MiB at 512², most of what the DFE allocated besides its maps).
+  static constexpr int64_t kStemSlab = 4096;
+  static int stem_rows(int W) { return int(std::max<int64_t>(1, kStemSlab / W)); }
+  // col[r·n + (y − y0)·W + x] = the tap r of pixel (y, x), rows y0 ≤ y < y1, zero padding.
+  static void stem_im2col(int H, int W, int y0, int y1, const float* xh, float* col) {
+    const int64_t P = int64_t(H) * W, n = int64_t(y1 - y0) * W;
+    for (int r = 0; r < 27; ++r) {
+      const int ci = r / 9, dy = r / 3 % 3, dx = r % 3;
+      float* dst = col + r * n;
+      for (int y = y0; y < y1; ++y) {
         const int yy = y + dy - 1;
         for (int x = 0; x < W; ++x) {
           const int xx = x + dx - 1;
-          dst[int64_t(y) * W + x] = (yy < 0 || yy >= H || xx < 0 || xx >= W)
-                                        ? 0.f
-                                        : xh[ci * P + int64_t(yy) * W + xx];
+          dst[int64_t(y - y0) * W + x] = (yy < 0 || yy >= H || xx < 0 || xx >= W)
+                                             ? 0.f
+                                             : xh[ci * P + int64_t(yy) * W + xx];
         }
       }
-    });
-    fast_kernels().gemm(N, 27, P, w, col.data(), z, b, false);
+    }
   }
+  static void stem(int N, int H, int W, const float* w, const float* b, const float* xh, float* z) {
+    const int64_t P = int64_t(H) * W;
+    const int rows = stem_rows(W);
+    parallel_for((H + rows - 1) / rows, [&](int64_t si) {
+      const int y0 = int(si) * rows, y1 = std::min(H, y0 + rows);
+      const int64_t p0 = int64_t(y0) * W, n = int64_t(y1 - y0) * W;
+      static thread_local std::vector<float> col;
+      col.resize(size_t(27) * n);
+      stem_im2col(H, W, y0, y1, xh, col.data());
+      for (int m = 0; m < N; ++m) std::fill(z + m * P + p0, z + m * P + p0 + n, b[m]);
+      fast_kernels().matmul(N, 27, n, w, col.data(), n, z + p0, P, true);
+    });
+  }
+  // dxh = col2im(wᵀ·dz), a slab of rows per task; each slab recomputes the product for the row
+  // above and below it (col2im reads them) instead of keeping 27·H·W floats.
   static void stem_backward(int N, int H, int W, const float* w, const float* dz, float* dxh) {
     const int64_t P = int64_t(H) * W;
-    std::vector<float> dcol(size_t(27) * P);
-    conv1x1_backward(N, 27, P, w, dz, dcol.data(), false);
-    // col2im: each input pixel gathers the 9 taps that read it.
-    parallel_range(int64_t(3) * H, 8, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const int ci = int(r / H), yy = int(r % H);
-        float* dst = dxh + ci * P + int64_t(yy) * W;
-        std::fill(dst, dst + W, 0.f);
-        for (int dy = 0; dy < 3; ++dy) {
-          const int y = yy - dy + 1;
-          if (y < 0 || y >= H) continue;
-          for (int dx = 0; dx < 3; ++dx) {
-            const float* src = dcol.data() + int64_t(ci * 9 + dy * 3 + dx) * P + int64_t(y) * W;
-            // xx = x + dx - 1  =>  x = xx - dx + 1
-            for (int xx = 0; xx < W; ++xx) {
-              const int x = xx - dx + 1;
-              if (x >= 0 && x < W) dst[xx] += src[x];
+    std::vector<float> wt(size_t(27) * N);
+    for (int m = 0; m < N; ++m)
+      for (int k = 0; k < 27; ++k) wt[size_t(k) * N + m] = w[size_t(m) * 27 + k];
+    const int rows = stem_rows(W);
+    parallel_for((H + rows - 1) / rows, [&](int64_t si) {
+      const int yy0 = int(si) * rows, yy1 = std::min(H, yy0 + rows);
+      const int y0 = std::max(0, yy0 - 1), y1 = std::min(H, yy1 + 1);  // with the halo rows
+      const int64_t n = int64_t(y1 - y0) * W;
+      static thread_local std::vector<float> dcol;
+      dcol.resize(size_t(27) * n);
+      fast_kernels().matmul(27, N, n, wt.data(), dz + int64_t(y0) * W, P, dcol.data(), n, false);
+      // col2im: each input pixel gathers the 9 taps that read it.
+      for (int ci = 0; ci < 3; ++ci)
+        for (int yy = yy0; yy < yy1; ++yy) {
+          float* dst = dxh + ci * P + int64_t(yy) * W;
+          std::fill(dst, dst + W, 0.f);
+          for (int dy = 0; dy < 3; ++dy) {
+            const int y = yy - dy + 1;
+            if (y < 0 || y >= H) continue;
+            for (int dx = 0; dx < 3; ++dx) {
+              const float* src = dcol.data() + int64_t(ci * 9 + dy * 3 + dx) * n + int64_t(y - y0) * W;
+              // xx = x + dx - 1  =>  x = xx - dx + 1
+              for (int xx = 0; xx < W; ++xx) {
+                const int x = xx - dx + 1;
+                if (x >= 0 && x < W) dst[xx] += src[x];
+              }
             }
           }
         }
-      }
     });
   }
 };

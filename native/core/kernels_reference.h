@@ -101,6 +101,9 @@ struct ReferenceKernels {
       if (!mask_in[i]) din[i] = 0;
   }
 
+  // Bytes of one IRB mask: a byte per element, [h×P].
+  static int64_t irb_mask_bytes(int h, int H, int W) { return int64_t(h) * H * W; }
+
   // out (+)= IRB(in) (SPEC §2): expand 1×1 → ReLU6 → reflect-pad + depthwise
   // 3×3 → ReLU6 → project 1×1. We [h×c], Wd [h×9], Wp [c×h]. Masks m1, m2
   // [h×P] are recorded for the backward when not null.

@@ -8,6 +8,16 @@
 
 namespace mghf {
 
+// Pixels per float partial sum of the Gram kernels (SPEC §8: float over at most 4,096 terms, then
+// double). csc.h gathers the kept maps in slices of this width so that its Gram is the kernel's,
+// bit for bit, without a gathered copy of every map.
+constexpr int64_t kGramSlice = 2048;
+
+// Bytes of one fused-IRB mask (m1 or m2) of an H×W image with h hidden channels: each row's
+// h·W bits packed on their own bytes (see irb_forward in kernels_simd.inc).
+inline int64_t irb_mask_row_bytes(int h, int W) { return (int64_t(h) * W + 7) / 8; }
+inline int64_t irb_mask_bytes(int h, int H, int W) { return int64_t(H) * irb_mask_row_bytes(h, W); }
+
 struct FastKernelTable {
   const char* isa;
   // C[M×P] = A[M×K]·B[K×P] (+ bias[M]) (+ C when accumulate). Row strides are P.
@@ -22,8 +32,8 @@ struct FastKernelTable {
                                    const uint8_t* mask_in, float* g, float* din);
   // The whole inverted-residual sub-network, fused row by row (see
   // ReferenceKernels::irb_forward for the plain composition). m1, m2 may be
-  // null when no backward follows. Unlike the reference, masks are laid out
-  // [H][h][W]: they pass only from irb_forward to irb_backward.
+  // null when no backward follows. Unlike the reference, masks are packed to
+  // bits row by row (irb_mask_bytes): they pass only from irb_forward to irb_backward.
   void (*irb_forward)(int c, int h, int H, int W, const float* We, const float* Wd,
                       const float* Wp, const float* in, float* out, bool accumulate, uint8_t* m1,
                       uint8_t* m2);

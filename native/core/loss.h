@@ -172,18 +172,20 @@ LossResult<T> mghf_loss(const DfeWeights<T>& w, const T* sr, const T* gt, const 
   const int64_t P = int64_t(s.H) * s.W, count = int64_t(s.B) * N * P;
   auto ctx = [&] { return numeric_context(opt, w); };
   throw_if_cancelled(opt.cancel);
-  // Peak memory is G, S, the tape and one stage's temporaries: ∂L/∂S is allocated only once the
-  // forward passes have returned theirs, and G and S are released before the backward needs its own.
-  Buffer<T> G{size_t(count)}, S{size_t(count)}, dS;
-  dfe_forward<T, Kn>(w, gt, s.B, s.H, s.W, opt.range, G.data(), nullptr, opt.cancel);
+  // Peak memory is G, S, ∂L/∂S and the tape, with every stage's temporaries small: the DFE's
+  // largest temporary (one sample's N maps) borrows the buffer ∂L/∂S takes afterwards, the CSC
+  // works on slices, and G and S are released before the backward needs its own buffer.
+  Buffer<T> G{size_t(count)}, S{size_t(count)}, dS{size_t(count)};
+  dfe_forward<T, Kn>(w, gt, s.B, s.H, s.W, opt.range, G.data(), nullptr, opt.cancel, dS.data());
   check_finite(G.data(), count, NumericStage::DfeForwardGt, "the features of gt", ctx);
   DfeTape<T> tape;
-  dfe_forward<T, Kn>(w, sr, s.B, s.H, s.W, opt.range, S.data(), grad ? &tape : nullptr, opt.cancel);
+  dfe_forward<T, Kn>(w, sr, s.B, s.H, s.W, opt.range, S.data(), grad ? &tape : nullptr, opt.cancel,
+                     dS.data());
   check_finite(S.data(), count, NumericStage::DfeForwardSr, "the features of sr", ctx);
-  if (grad) {
-    dS.resize(size_t(count));
+  if (grad)
     dS.zero();
-  }
+  else
+    dS.release();
   T* const dSp = grad ? dS.data() : nullptr;
   // The gradient so far, scanned after each term (nothing to scan without one).
   auto check_gradient = [&](NumericStage stage) {

@@ -208,17 +208,23 @@ void check_irb(const FastKernelTable& t) {
     auto Wp = rng.vec<float>(size_t(c) * h, -0.4, 0.4);
     auto in = rng.vec<float>(cP, -3, 6), out0 = rng.vec<float>(cP, -1, 1);
     std::vector<float> ref = out0, fast = out0, fast2 = out0;
-    std::vector<uint8_t> m1r(hP), m2r(hP), m1f(hP), m2f(hP);
+    const size_t mb = size_t(irb_mask_bytes(h, H, W));
+    std::vector<uint8_t> m1r(hP), m2r(hP), m1f(mb), m2f(mb);
     RefF::irb_forward(c, h, H, W, We.data(), Wd.data(), Wp.data(), in.data(), ref.data(), true, m1r.data(), m2r.data());
     t.irb_forward(c, h, H, W, We.data(), Wd.data(), Wp.data(), in.data(), fast.data(), true, m1f.data(), m2f.data());
     t.irb_forward(c, h, H, W, We.data(), Wd.data(), Wp.data(), in.data(), fast2.data(), true, nullptr, nullptr);
     double e = rel_l2(fast.data(), ref.data(), ref.size());
-    size_t mism = 0;  // reference masks are [h][H·W], fused ones [H][h][W]
+    size_t mism = 0;  // reference masks are bytes [h][H·W], fused ones bits, row by row [H][h][W]
+    const int64_t row_bytes = irb_mask_row_bytes(h, W);
+    auto bit = [&](const std::vector<uint8_t>& m, int y, int ch, int x) {
+      const int64_t k = int64_t(ch) * W + x;
+      return (m[size_t(y * row_bytes + (k >> 3))] >> (k & 7)) & 1;
+    };
     for (int ch = 0; ch < h; ++ch)
       for (int y = 0; y < H; ++y)
         for (int x = 0; x < W; ++x) {
-          const size_t ir = (size_t(ch) * H + y) * W + x, i_f = (size_t(y) * h + ch) * W + x;
-          mism += (m1r[ir] != m1f[i_f]) + (m2r[ir] != m2f[i_f]);
+          const size_t ir = (size_t(ch) * H + y) * W + x;
+          mism += (m1r[ir] != bit(m1f, y, ch, x)) + (m2r[ir] != bit(m2f, y, ch, x));
         }
     CHECK(e < 1e-5 && mism <= hP / 500, "%s irb_forward %dx%d c=%d h=%d rel err %g, %zu mask mismatches",
           t.isa, H, W, c, h, e, mism);
