@@ -75,9 +75,9 @@ struct FastKernels {
   }
 
   // The stem as im2col + GEMM: a 27-deep product per output, like a 1×1 conv. One slab of image
-  // rows per task, so the im2col buffer is 27 × kStemSlab pixels per thread instead of 27·H·W
+  // rows per task, so the im2col buffer is 27 × kStemSlab pixels per thread (16,384 pixels: 1.7 MiB) instead of 27·H·W
   // floats for the whole image (27 MiB at 512², most of what the DFE allocated besides its maps).
-  static constexpr int64_t kStemSlab = 4096;
+  static constexpr int64_t kStemSlab = 16384;
   static int stem_rows(int W) { return int(std::max<int64_t>(1, kStemSlab / W)); }
   // col[r·n + (y − y0)·W + x] = the tap r of pixel (y, x), rows y0 ≤ y < y1, zero padding.
   static void stem_im2col(int H, int W, int y0, int y1, const float* xh, float* col) {
