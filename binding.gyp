@@ -15,6 +15,12 @@
         
         
         "native/core/backend_cpu.cpp",
+        "native/core/ops/registry.cpp",
+        "native/core/ops/dfe_ops.cpp",
+        "native/core/ops/entropy_ops.cpp",
+        "native/core/ops/csc_ops.cpp",
+        "native/core/ops/lip_ops.cpp",
+        "native/core/ops/n_ops.cpp",
         "native/core/train/train_kernels_fast.cpp",
         "native/core/train/train.cpp",
         "native/core/cuda/cuda_stub.cpp"

@@ -36,6 +36,7 @@
 #include "cuda/cuda_backend.h"
 #include "buffer.h"
 #include "error.h"
+#include "ops/registry.h"
 #include "train/any_trainer.h"
 
 namespace {
@@ -479,6 +480,228 @@ Napi::Value Features(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---------------------------------------------------------------- ops (issue 15)
+
+// One generic entry for every op of native/core/ops (registry.h):
+// op(name, inputs, attrs) → Promise<outputs>, opSync the same on the calling
+// thread. Values convert by their JavaScript type alone, whatever the op:
+//   {data: Float32Array, dims}  ↔ a float32 tensor
+//   Int32Array / Float64Array   ↔ index and weight vectors
+//   number                      ← a scalar output
+//   {channels, blocks, expand, tensors} → DFE weights
+//   a state handle (External)   ↔ what an op keeps for another (the DFE tape)
+//   undefined / null            → an absent optional input
+// lib/ops.ts checks every argument first; what is checked here is memory safety.
+
+namespace ops = mghf::ops;
+// A state handle owns one reference; a running op holds another, so disposing
+// (opRelease) or collecting a handle mid-call frees nothing under the op.
+using StateRef = std::shared_ptr<ops::OpState>;
+constexpr napi_type_tag kStateTag = {0x6d676866c0ffee03ULL, 0x6f70737461746505ULL};
+
+std::vector<int64_t> get_dims(const Napi::Value& v, const std::string& name) {
+  if (!v.IsArray()) fail("E_SHAPE", name + ".dims must be an array");
+  auto a = v.As<Napi::Array>();
+  if (a.Length() < 1 || a.Length() > 8) fail("E_SHAPE", name + ".dims must have 1 to 8 entries");
+  std::vector<int64_t> dims;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value x = a.Get(i);
+    const double f = x.IsNumber() ? x.As<Napi::Number>().DoubleValue() : -1;
+    if (!(f >= 1 && f <= double(1 << 24)) || f != double(int64_t(f)))
+      fail("E_SHAPE", name + ".dims must hold positive integers");
+    dims.push_back(int64_t(f));
+  }
+  return dims;
+}
+
+ops::Value to_op_value(const Napi::Value& v, size_t index) {
+  const std::string name = "input " + std::to_string(index);
+  ops::Value out;
+  if (v.IsUndefined() || v.IsNull()) return out;
+  if (v.IsExternal()) {
+    auto ext = v.As<Napi::External<StateRef>>();
+    if (!ext.CheckTypeTag(&kStateTag)) fail("E_ARGUMENT", name + " is not a handle an op returned");
+    if (!*ext.Data()) fail("E_DISPOSED", name + " was disposed");
+    out.kind = ops::Kind::State;
+    out.state = *ext.Data();
+    return out;
+  }
+  if (v.IsTypedArray()) {
+    const napi_typedarray_type t = v.As<Napi::TypedArray>().TypedArrayType();
+    if (t == napi_int32_array) {
+      auto a = v.As<Napi::Int32Array>();
+      out = ops::Value::ints(std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength()));
+    } else if (t == napi_float64_array) {
+      auto a = v.As<Napi::Float64Array>();
+      out = ops::Value::doubles(std::vector<double>(a.Data(), a.Data() + a.ElementLength()));
+    } else {
+      fail("E_DTYPE", name + " must be an Int32Array or a Float64Array");
+    }
+    return out;
+  }
+  if (!v.IsObject()) fail("E_ARGUMENT", name + " must be a tensor, an array, weights or a handle");
+  Napi::Object o = v.As<Napi::Object>();
+  if (o.Has("tensors")) {
+    out.kind = ops::Kind::Weights;
+    out.weights = std::make_shared<const mghf::DfeWeights<float>>(get_weights(v));
+    return out;
+  }
+  std::vector<int64_t> dims = get_dims(o.Get("dims"), name);
+  double count = 1;
+  for (int64_t d : dims) count *= double(d);
+  if (count > double(int64_t(1) << 34)) fail("E_SHAPE", name + " is too large");
+  out.kind = ops::Kind::F32;
+  out.f32 = copy_f32(o.Get("data"), size_t(count), name.c_str());
+  out.dims = std::move(dims);
+  return out;
+}
+
+ops::Attrs to_op_attrs(const Napi::Value& v) {
+  ops::Attrs attrs;
+  if (v.IsUndefined() || v.IsNull()) return attrs;
+  if (!v.IsObject()) fail("E_ARGUMENT", "attrs must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Array keys = o.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); ++i) {
+    const std::string key = keys.Get(i).ToString().Utf8Value();
+    Napi::Value x = o.Get(key);
+    ops::Attr a;
+    if (x.IsNumber()) {
+      a.type = ops::Attr::Type::Number;
+      a.number = x.As<Napi::Number>().DoubleValue();
+      if (!std::isfinite(a.number)) fail("E_OPTION", key + " must be finite");
+    } else if (x.IsBoolean()) {
+      a.type = ops::Attr::Type::Bool;
+      a.flag = x.As<Napi::Boolean>().Value();
+    } else if (x.IsString()) {
+      a.type = ops::Attr::Type::String;
+      a.text = x.As<Napi::String>().Utf8Value();
+    } else {
+      fail("E_OPTION", key + " must be a number, a boolean or a string");
+    }
+    attrs.set(key, std::move(a));
+  }
+  return attrs;
+}
+
+struct OpCall {
+  std::string name;
+  std::vector<ops::Value> inputs;
+  ops::Attrs attrs;
+};
+
+std::unique_ptr<OpCall> parse_op_call(const Napi::CallbackInfo& info) {
+  if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray())
+    fail("E_ARGUMENT", "expected (name, inputs, attrs)");
+  auto call = std::make_unique<OpCall>();
+  call->name = info[0].As<Napi::String>().Utf8Value();
+  if (!ops::find_op(call->name)) ops::run_op(call->name, call->inputs, call->attrs);  // E_ARGUMENT, listing the ops
+  auto in = info[1].As<Napi::Array>();
+  for (uint32_t i = 0; i < in.Length(); ++i) call->inputs.push_back(to_op_value(in.Get(i), i));
+  call->attrs = to_op_attrs(info.Length() > 2 ? info[2] : info.Env().Undefined());
+  return call;
+}
+
+Napi::Value op_value_to_js(Napi::Env env, ops::Value& v) {
+  switch (v.kind) {
+    case ops::Kind::F32: {
+      Napi::Object t = Napi::Object::New(env);
+      t.Set("data", to_js(env, v.f32));
+      Napi::Array dims = Napi::Array::New(env, v.dims.size());
+      for (size_t i = 0; i < v.dims.size(); ++i) dims.Set(uint32_t(i), double(v.dims[i]));
+      t.Set("dims", dims);
+      return t;
+    }
+    case ops::Kind::I32: {
+      auto a = Napi::Int32Array::New(env, v.i32.size());
+      std::copy(v.i32.begin(), v.i32.end(), a.Data());
+      return a;
+    }
+    case ops::Kind::F64: {
+      auto a = Napi::Float64Array::New(env, v.f64.size());
+      std::copy(v.f64.begin(), v.f64.end(), a.Data());
+      return a;
+    }
+    case ops::Kind::Scalar:
+      return Napi::Number::New(env, v.scalar);
+    case ops::Kind::State: {
+      // The finalizer is the safety net for a handle nobody disposed.
+      auto handle = Napi::External<StateRef>::New(env, new StateRef(std::move(v.state)),
+                                                  [](Napi::Env, StateRef* p) { delete p; });
+      handle.TypeTag(&kStateTag);
+      return handle;
+    }
+    default:
+      return env.Undefined();
+  }
+}
+
+Napi::Object op_outputs_to_js(Napi::Env env, ops::Outputs& outputs) {
+  Napi::Object o = Napi::Object::New(env);
+  for (auto& kv : outputs) o.Set(kv.first, op_value_to_js(env, kv.second));
+  return o;
+}
+
+class OpWorker : public PromiseWorker {
+ public:
+  OpWorker(Napi::Env env, std::unique_ptr<OpCall> call) : PromiseWorker(env), call_(std::move(call)) {}
+
+ protected:
+  void Run() override {
+    outputs_ = ops::run_op(call_->name, call_->inputs, call_->attrs);
+    call_->inputs.clear();  // the copies and references are no longer needed
+  }
+  Napi::Value Result(Napi::Env env) override { return op_outputs_to_js(env, outputs_); }
+
+ private:
+  std::unique_ptr<OpCall> call_;
+  ops::Outputs outputs_;
+};
+
+Napi::Value OpSync(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto call = parse_op_call(info);
+    ops::Outputs out = ops::run_op(call->name, call->inputs, call->attrs);
+    call.reset();
+    return op_outputs_to_js(info.Env(), out);
+  });
+}
+
+Napi::Value Op(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    auto* w = new OpWorker(info.Env(), parse_op_call(info));
+    w->Queue();
+    return w->Promise();
+  });
+}
+
+// opRelease(handle): drops the handle's reference now (dispose()); true when it held one.
+Napi::Value OpRelease(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (info.Length() < 1 || !info[0].IsExternal()) fail("E_ARGUMENT", "expected a handle an op returned");
+    auto ext = info[0].As<Napi::External<StateRef>>();
+    if (!ext.CheckTypeTag(&kStateTag)) fail("E_ARGUMENT", "expected a handle an op returned");
+    const bool held = bool(*ext.Data());
+    ext.Data()->reset();
+    return Napi::Boolean::New(info.Env(), held);
+  });
+}
+
+// {objects, bytes}: the live op states (tapes) and the bytes they hold.
+Napi::Value OpMemory(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("objects", double(ops::OpState::live_count()));
+  o.Set("bytes", double(ops::OpState::live_bytes()));
+  return o;
+}
+
+Napi::Value OpNames(const Napi::CallbackInfo& info) {
+  const std::vector<std::string> names = ops::op_names();
+  Napi::Array a = Napi::Array::New(info.Env(), names.size());
+  for (size_t i = 0; i < names.size(); ++i) a.Set(uint32_t(i), names[i]);
+  return a;
+}
+
 // ---------------------------------------------------------------- pretraining (SPEC §10)
 
 // A trainer and what is running on it. The flags are read and written on the
@@ -738,6 +961,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("trainerState", Napi::Function::New(env, TrainerState, "trainerState"));
   exports.Set("cancelToken", Napi::Function::New(env, CancelToken, "cancelToken"));
   exports.Set("cancel", Napi::Function::New(env, Cancel, "cancel"));
+  exports.Set("op", Napi::Function::New(env, Op, "op"));
+  exports.Set("opSync", Napi::Function::New(env, OpSync, "opSync"));
+  exports.Set("opRelease", Napi::Function::New(env, OpRelease, "opRelease"));
+  exports.Set("opMemory", Napi::Function::New(env, OpMemory, "opMemory"));
+  exports.Set("opNames", Napi::Function::New(env, OpNames, "opNames"));
   return exports;
 }
 

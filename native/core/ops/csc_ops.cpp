@@ -1,0 +1,73 @@
+// SPEC §5 as an op: `csc` (G, S, selected, weights [, dS] → mse, corr, gram,
+// csc, dS), the csc_loss the loss runs. dS is the gradient so far: the op adds
+// scale·∂L_csc/∂S into a copy of it, in the order mghf_loss adds it, so a
+// composition reproduces the loss's gradient bit for bit.
+#include "csc.h"
+#include "kernels_fast.h"
+#include "numeric_checks.h"
+#include "ops/registry.h"
+
+namespace mghf {
+namespace ops {
+namespace {
+
+// inputs: G, S [B, N, H, W], selected (Int32 [B·M]), weights (Float64 [B·M]), dS (optional).
+// attrs: beta1, beta2, beta3 (a 0 skips its part, reported 0), scale (∂L/∂L_csc), grad.
+// outputs: mse, corr, gram, csc = β1·mse + β2·corr + β3·gram, dS (with grad).
+Outputs csc(std::vector<Value>& in, const Attrs& attrs) {
+  const std::string op = "csc";
+  Value& G = tensor_input(in, 0, op, "G", 4);
+  Value& S = tensor_input(in, 1, op, "S", 4);
+  same_dims(G, S, op, "G", "S");
+  const int B = int(G.dims[0]), N = int(G.dims[1]);
+  const int64_t P = G.dims[2] * G.dims[3];
+  Value& sel = input(in, 2, op, "selected");
+  Value& wts = input(in, 3, op, "weights");
+  if (sel.kind != Kind::I32 || sel.i32.empty() || sel.i32.size() % size_t(B) != 0 ||
+      sel.i32.size() / size_t(B) > size_t(N))
+    op_fail(op, "selected must be an Int32Array of B·M channel indices, M ≤ N", "E_SHAPE");
+  const int M = int(sel.i32.size() / size_t(B));
+  for (int32_t v : sel.i32)
+    if (v < 0 || v >= N) op_fail(op, "selected holds a channel index out of range", "E_SHAPE");
+  if (wts.kind != Kind::F64 || wts.f64.size() != sel.i32.size())
+    op_fail(op, "weights must be a Float64Array of B·M weights", "E_SHAPE");
+  const double beta1 = attrs.number("beta1", 0.1333), beta2 = attrs.number("beta2", 1),
+               beta3 = attrs.number("beta3", 0.1333), scale = attrs.number("scale", 1);
+  const bool grad = attrs.flag("grad", true);
+  Value dS;
+  if (grad) dS = gradient_accumulator(in, 4, S, op);
+  static_assert(sizeof(int32_t) == sizeof(int), "selected is passed as int");
+  const CscParts parts =
+      csc_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, P, M,
+                                   reinterpret_cast<const int*>(sel.i32.data()), wts.f64.data(),
+                                   {beta1, beta2, beta3, scale}, grad ? dS.f32.data() : nullptr);
+  // A part whose β is 0 is not computed: 0, as mghf_loss reports it.
+  const double mse = beta1 != 0 ? parts.mse : 0, corr = beta2 != 0 ? parts.corr : 0,
+               gram = beta3 != 0 ? parts.gram : 0;
+  const double total = beta1 * mse + beta2 * corr + beta3 * gram;
+  NumericContext ctx;
+  ctx.beta1 = beta1;
+  ctx.beta2 = beta2;
+  ctx.beta3 = beta3;
+  ctx.gamma2 = scale;
+  auto context = [&] { return ctx; };
+  check_finite_value(mse, NumericStage::Csc, "mse", context);
+  check_finite_value(corr, NumericStage::Csc, "corr", context);
+  check_finite_value(gram, NumericStage::Csc, "gram", context);
+  check_finite_value(total, NumericStage::Csc, "csc", context);
+  if (grad) check_finite(dS.f32.data(), dS.count(), NumericStage::Csc, "its gradient", context);
+  Outputs out;
+  out.emplace_back("mse", Value::number(mse));
+  out.emplace_back("corr", Value::number(corr));
+  out.emplace_back("gram", Value::number(gram));
+  out.emplace_back("csc", Value::number(total));
+  if (grad) out.emplace_back("dS", std::move(dS));
+  return out;
+}
+
+}  // namespace
+
+void register_csc_ops(std::vector<OpInfo>& list) { list.push_back({"csc", csc}); }
+
+}  // namespace ops
+}  // namespace mghf

@@ -1,0 +1,56 @@
+// SPEC §6 as an op: `lip` (G, S [, dS] → lip, dS), the Sinkhorn-modulated
+// PatchNCE over every map (monce), the lip_loss the loss runs, its gradient
+// added into a copy of the gradient so far.
+#include "kernels_fast.h"
+#include "lip.h"
+#include "numeric_checks.h"
+#include "ops/registry.h"
+
+namespace mghf {
+namespace ops {
+namespace {
+
+// inputs: G, S [B, N, H, W], dS (optional). attrs: patch, stride, pmax, tau, epsOt, Q, iters,
+// sinkhornGrad, scale (∂L/∂L_lip), grad. outputs: lip, dS (with grad).
+Outputs lip(std::vector<Value>& in, const Attrs& attrs) {
+  const std::string op = "lip";
+  Value& G = tensor_input(in, 0, op, "G", 4);
+  Value& S = tensor_input(in, 1, op, "S", 4);
+  same_dims(G, S, op, "G", "S");
+  const int B = int(G.dims[0]), N = int(G.dims[1]), H = int(G.dims[2]), W = int(G.dims[3]);
+  LipOptions o;
+  o.patch = attrs.integer("patch", 32, 1, 256);
+  o.stride = attrs.integer("stride", 16, 1, 256);
+  o.pmax = attrs.integer("pmax", 256, 1, 4096);
+  o.monce.tau = attrs.number("tau", 0.07);
+  o.monce.eps_ot = attrs.number("epsOt", 1);
+  o.monce.Q = attrs.number("Q", 1);
+  o.monce.iters = attrs.integer("iters", 50, 1, 10000);
+  o.monce.sinkhorn_grad = attrs.flag("sinkhornGrad", true);
+  if (H < o.patch || W < o.patch) op_fail(op, "the maps must be at least patch×patch", "E_TOO_SMALL");
+  const double scale = attrs.number("scale", 1);
+  const bool grad = attrs.flag("grad", true);
+  Value dS;
+  if (grad) dS = gradient_accumulator(in, 2, S, op);
+  const double value = lip_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, H, W, o, scale,
+                                                    grad ? dS.f32.data() : nullptr);
+  NumericContext ctx;
+  ctx.tau = o.monce.tau;
+  ctx.eps_ot = o.monce.eps_ot;
+  ctx.Q = o.monce.Q;
+  ctx.gamma3 = scale;
+  auto context = [&] { return ctx; };
+  check_finite_value(value, NumericStage::Lip, "L_lip", context);
+  if (grad) check_finite(dS.f32.data(), dS.count(), NumericStage::Lip, "its gradient", context);
+  Outputs out;
+  out.emplace_back("lip", Value::number(value));
+  if (grad) out.emplace_back("dS", std::move(dS));
+  return out;
+}
+
+}  // namespace
+
+void register_lip_ops(std::vector<OpInfo>& list) { list.push_back({"lip", lip}); }
+
+}  // namespace ops
+}  // namespace mghf

@@ -1,0 +1,45 @@
+// SPEC §3 as an op: `mseTerm` (G, S [, dS] → n, dS), L_n = mean (S − G)² over
+// every feature, with the sum_squared_difference the loss runs and its
+// gradient scale·2(S − G)/(B·N·H·W) added as mghf_loss adds it.
+#include "loss.h"
+#include "ops/registry.h"
+
+namespace mghf {
+namespace ops {
+namespace {
+
+// inputs: G, S [B, N, H, W], dS (optional). attrs: scale (∂L/∂L_n), grad. outputs: n, dS (with grad).
+Outputs mse_term(std::vector<Value>& in, const Attrs& attrs) {
+  const std::string op = "mseTerm";
+  Value& G = tensor_input(in, 0, op, "G", 4);
+  Value& S = tensor_input(in, 1, op, "S", 4);
+  same_dims(G, S, op, "G", "S");
+  const int64_t count = G.count();
+  const double scale = attrs.number("scale", 1);
+  const bool grad = attrs.flag("grad", true);
+  const double n = sum_squared_difference(S.f32.data(), G.f32.data(), count) / double(count);
+  NumericContext ctx;
+  ctx.gamma1 = scale;
+  auto context = [&] { return ctx; };
+  check_finite_value(n, NumericStage::N, "L_n", context);
+  Outputs out;
+  out.emplace_back("n", Value::number(n));
+  if (grad) {
+    Value dS = gradient_accumulator(in, 2, S, op);
+    const float k = float(scale * 2.0 / double(count));
+    float* d = dS.f32.data();
+    const float* Sp = S.f32.data();
+    const float* Gp = G.f32.data();
+    detail::elementwise(count, [&](int64_t i) { d[i] += (Sp[i] - Gp[i]) * k; });
+    check_finite(d, count, NumericStage::N, "its gradient", context);
+    out.emplace_back("dS", std::move(dS));
+  }
+  return out;
+}
+
+}  // namespace
+
+void register_n_ops(std::vector<OpInfo>& list) { list.push_back({"mseTerm", mse_term}); }
+
+}  // namespace ops
+}  // namespace mghf

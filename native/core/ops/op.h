@@ -1,0 +1,198 @@
+// The generic op interface (issue 15): an op takes a list of values and named
+// attributes and returns named values. The binding converts JavaScript values
+// to and from these without knowing any op; each op group (one file per group
+// under native/core/ops/) registers its ops by name (registry.h) and calls the
+// same core functions the loss uses, so a composition of ops computes what
+// mghf_loss computes.
+//
+// Values own their data: an op may use an input buffer as scratch (the
+// binding copies every input before the work starts).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "buffer.h"
+#include "dfe_weights.h"
+#include "error.h"
+
+namespace mghf {
+namespace ops {
+
+// State an op returns for a later op (the DFE tape): opaque to JavaScript,
+// freed when its handle is disposed or collected. Every live one is counted
+// (live_state_count/live_state_bytes) so that a leak shows in memory().
+class OpState {
+ public:
+  explicit OpState(std::string kind) : kind_(std::move(kind)) { count_.fetch_add(1); }
+  virtual ~OpState() {
+    count_.fetch_sub(1);
+    bytes_.fetch_sub(counted_);
+  }
+  OpState(const OpState&) = delete;
+  OpState& operator=(const OpState&) = delete;
+  const std::string& kind() const { return kind_; }
+  int64_t bytes() const { return counted_; }
+  static int64_t live_count() { return count_.load(); }
+  static int64_t live_bytes() { return bytes_.load(); }
+
+ protected:
+  // Called once the state holds its buffers.
+  void set_bytes(int64_t b) {
+    bytes_.fetch_add(b - counted_);
+    counted_ = b;
+  }
+
+ private:
+  std::string kind_;
+  int64_t counted_ = 0;
+  static inline std::atomic<int64_t> count_{0}, bytes_{0};
+};
+
+enum class Kind { None, F32, I32, F64, Scalar, State, Weights };
+
+struct Value {
+  Kind kind = Kind::None;
+  std::vector<int64_t> dims;  // F32: the tensor's dims; I32/F64: {length}
+  Buffer<float> f32;
+  std::vector<int32_t> i32;
+  std::vector<double> f64;
+  double scalar = 0;
+  std::shared_ptr<OpState> state;
+  std::shared_ptr<const DfeWeights<float>> weights;  // Kind::Weights
+
+  int64_t count() const {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    return n;
+  }
+  static Value tensor(std::vector<int64_t> dims) {
+    Value v;
+    v.kind = Kind::F32;
+    v.dims = std::move(dims);
+    v.f32.resize(size_t(v.count()));
+    return v;
+  }
+  static Value number(double x) {
+    Value v;
+    v.kind = Kind::Scalar;
+    v.scalar = x;
+    return v;
+  }
+  static Value ints(std::vector<int32_t> x) {
+    Value v;
+    v.kind = Kind::I32;
+    v.dims = {int64_t(x.size())};
+    v.i32 = std::move(x);
+    return v;
+  }
+  static Value doubles(std::vector<double> x) {
+    Value v;
+    v.kind = Kind::F64;
+    v.dims = {int64_t(x.size())};
+    v.f64 = std::move(x);
+    return v;
+  }
+};
+
+// An attribute: a number, a boolean or a string (lib/ops.ts has checked each).
+struct Attr {
+  enum class Type { Number, Bool, String } type = Type::Number;
+  double number = 0;
+  bool flag = false;
+  std::string text;
+};
+
+class Attrs {
+ public:
+  void set(const std::string& name, Attr a) { map_[name] = std::move(a); }
+  double number(const char* name, double fallback) const {
+    auto it = map_.find(name);
+    return it != map_.end() && it->second.type == Attr::Type::Number ? it->second.number : fallback;
+  }
+  // An integer in [lo, hi] (memory safety: sizes and counts), else E_OPTION.
+  int integer(const char* name, int fallback, int lo, int hi) const {
+    const double d = number(name, fallback);
+    if (!(d >= lo && d <= hi) || d != double(int(d)))
+      throw Error("E_OPTION", std::string(name) + " must be an integer in [" + std::to_string(lo) +
+                                  ", " + std::to_string(hi) + "]");
+    return int(d);
+  }
+  bool flag(const char* name, bool fallback) const {
+    auto it = map_.find(name);
+    return it != map_.end() && it->second.type == Attr::Type::Bool ? it->second.flag : fallback;
+  }
+  std::string text(const char* name, const std::string& fallback) const {
+    auto it = map_.find(name);
+    return it != map_.end() && it->second.type == Attr::Type::String ? it->second.text : fallback;
+  }
+
+ private:
+  std::map<std::string, Attr> map_;
+};
+
+using Outputs = std::vector<std::pair<std::string, Value>>;
+using OpFn = Outputs (*)(std::vector<Value>& inputs, const Attrs& attrs);
+
+// ------------------------------------------------------------ input checks
+// Memory safety only: lib/ops.ts has checked shapes and options with messages
+// for users; these keep a direct caller from reading out of bounds.
+
+[[noreturn]] inline void op_fail(const std::string& op, const std::string& msg,
+                                 const char* code = "E_ARGUMENT") {
+  throw Error(code, op + ": " + msg);
+}
+
+inline Value& input(std::vector<Value>& in, size_t i, const std::string& op, const char* name) {
+  if (i >= in.size()) op_fail(op, std::string("missing input ") + name);
+  return in[i];
+}
+
+inline bool present(const std::vector<Value>& in, size_t i) {
+  return i < in.size() && in[i].kind != Kind::None;
+}
+
+// An F32 tensor with `rank` dims, each in [1, 2^24], at most 2^34 elements.
+inline Value& tensor_input(std::vector<Value>& in, size_t i, const std::string& op,
+                           const char* name, size_t rank) {
+  Value& v = input(in, i, op, name);
+  if (v.kind != Kind::F32) op_fail(op, std::string(name) + " must be a float32 tensor", "E_DTYPE");
+  if (v.dims.size() != rank)
+    op_fail(op, std::string(name) + " must have " + std::to_string(rank) + " dims", "E_SHAPE");
+  double n = 1;
+  for (int64_t d : v.dims) {
+    if (d < 1 || d > (int64_t(1) << 24)) op_fail(op, std::string(name) + " has a bad dim", "E_SHAPE");
+    n *= double(d);
+  }
+  if (n > double(int64_t(1) << 34) || int64_t(v.f32.size()) != v.count())
+    op_fail(op, std::string(name) + " has the wrong number of elements", "E_SHAPE");
+  return v;
+}
+
+inline void same_dims(const Value& a, const Value& b, const std::string& op, const char* an,
+                      const char* bn) {
+  if (a.dims != b.dims)
+    op_fail(op, std::string(bn) + " must have the dims of " + an, "E_SHAPE");
+}
+
+// The optional accumulator `dS` at input i (the gradient so far, the dims of
+// `like`), or zeros: the op adds its term's gradient into it in place, in the
+// order the loss adds it.
+inline Value gradient_accumulator(std::vector<Value>& in, size_t i, const Value& like,
+                                  const std::string& op) {
+  if (!present(in, i)) {
+    Value d = Value::tensor(like.dims);
+    d.f32.zero();
+    return d;
+  }
+  Value& d = tensor_input(in, i, op, "dS", like.dims.size());
+  same_dims(like, d, op, "S", "dS");
+  return std::move(d);
+}
+
+}  // namespace ops
+}  // namespace mghf
