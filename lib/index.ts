@@ -1,5 +1,24 @@
 // The public API of mghf.
-export { Tensor, type TensorLike } from './tensor';
+export { Tensor, type TensorLike, type TensorLocation } from './tensor';
+export { scope } from './lifetime';
+export {
+  ops,
+  memory,
+  DfeTape,
+  type MemoryInfo,
+  type DeviceMemory,
+  type DfeOpOptions,
+  type DfeOpResult,
+  type ChannelSelection,
+  type EntropyOpOptions,
+  type TermOptions,
+  type WithGrad,
+  type CscOpOptions,
+  type CscValue,
+  type LipOpOptions,
+  type LipValue,
+  type MseTermValue,
+} from './ops';
 export { MghfError, type MghfErrorCode } from './errors';
 export {
   loadWeights,

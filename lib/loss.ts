@@ -196,7 +196,7 @@ const isArrayLike = (v: unknown): v is ArrayLike<unknown> =>
  * docs/MATH.md §4 `selected`: B rows of M (= min(opts.M, N)) strictly ascending channel indices in [0, N),
  * given as rows ([B][M]) or one flat array of B·M; returned flat, as the native call takes it.
  */
-function toSelected(value: unknown, B: number, M: number, N: number): Int32Array | null {
+export function toSelected(value: unknown, B: number, M: number, N: number): Int32Array | null {
   if (value === undefined || value === null) return null;
   // User arrays may have getters that throw: any such failure is an E_OPTION naming the option.
   try {

@@ -160,7 +160,35 @@ export interface NativeAddon {
   cancelToken?(): CancelToken;
   /** Raises the flag: the call holding it stops at its next check and rejects with E_ABORTED. */
   cancel?(token: CancelToken): void;
+  /**
+   * The ops of native/core/ops (issue 15; absent from binaries built before them): one generic
+   * entry, `name` one of opNames(). Inputs are NativeOpValue by position; attrs numbers, booleans
+   * or strings; the outputs come back by name.
+   */
+  op?(name: string, inputs: NativeOpValue[], attrs: Record<string, number | boolean | string>): Promise<Record<string, NativeOpValue>>;
+  opSync?(name: string, inputs: NativeOpValue[], attrs: Record<string, number | boolean | string>): Record<string, NativeOpValue>;
+  /** Drops a state handle's reference now (dispose()); true when it still held one. */
+  opRelease?(h: OpHandle): boolean;
+  /** Live op states (DFE tapes) and their bytes. */
+  opMemory?(): { objects: number; bytes: number };
+  opNames?(): string[];
 }
+
+/** An opaque native op state (the DFE tape). */
+export interface OpHandle {
+  readonly __mghfOpState?: never;
+}
+
+/** A value crossing the op entry: a float32 tensor, index or weight vectors, DFE weights, a state handle, a scalar, or nothing. */
+export type NativeOpValue =
+  | { data: Float32Array; dims: number[] }
+  | Int32Array
+  | Float64Array
+  | NativeWeights
+  | OpHandle
+  | number
+  | null
+  | undefined;
 
 interface Loaded {
   addon: NativeAddon;
@@ -324,6 +352,11 @@ function load(): Loaded {
 
 export function native(): NativeAddon {
   return load().addon;
+}
+
+/** The addon when it is already loaded (memory() must not load it just to report zeros). */
+export function loadedAddon(): NativeAddon | undefined {
+  return loaded?.addon;
 }
 
 export interface BackendInfo {

@@ -1,11 +1,20 @@
 // The library's own tensor: float32 data plus dims, nothing else. It mirrors onnxruntime's
 // Tensor (`type`, `data`, `dims`) so that objects from onnxruntime-web/node pass unchanged.
 //
-// This module deliberately depends only on errors.ts (validate.ts imports it), and does its few
-// checks inline.
+// This module deliberately depends only on errors.ts and lifetime.ts (validate.ts imports it),
+// and does its few checks inline.
 
 import { types } from 'node:util';
 import { MghfError, describe, invalidParameterError } from './errors';
+import { count, track, uncount, untrack } from './lifetime';
+
+/**
+ * Where a tensor's data lives. Only 'cpu' (host memory, a Float32Array) in this version; device
+ * tensors ('cuda:N', read with getData(), as onnxruntime's `location`) are planned (issue 15).
+ */
+export type TensorLocation = 'cpu';
+
+let nextId = 1;
 
 /**
  * Anything shaped like a tensor that the library accepts where it takes a tensor: a `Tensor`, an
@@ -27,17 +36,67 @@ export interface TensorLike {
 
 export class Tensor {
   readonly type = 'float32' as const;
-  readonly data: Float32Array;
+  /** The values, row-major (host tensors). After dispose() reading it throws E_DISPOSED naming the tensor. */
+  declare readonly data: Float32Array;
   readonly dims: readonly number[];
+  /** Where the data lives: always 'cpu' in this version. */
+  readonly location: TensorLocation = 'cpu';
+  /** A number for messages ("Tensor #12 [1,8,48,48]"), unique in this process. */
+  readonly id: number;
+  #data: Float32Array | undefined;
 
   constructor(data: Float32Array, dims: readonly number[]) {
     const snapshot = snapshotDims(dims, 'tensor');
     checkTensorParts(data, snapshot, 'tensor');
-    this.data = genuineFloat32(data);
+    this.#data = genuineFloat32(data);
     this.dims = Object.freeze(snapshot as number[]);
-    // Checked once, so fixed: `Tensor.from` trusts a Tensor without checking it again.
+    this.id = nextId++;
+    // Checked once, so fixed: `Tensor.from` trusts a Tensor without checking it again. `data` is
+    // an own enumerable accessor (spread and structured clone still copy it) so that dispose()
+    // can drop the reference.
     const fixed = { writable: false, configurable: false };
-    Object.defineProperties(this, { type: fixed, data: fixed, dims: fixed });
+    Object.defineProperties(this, {
+      type: fixed,
+      dims: fixed,
+      location: fixed,
+      id: fixed,
+      data: { get: () => this.#read(), enumerable: true, configurable: false },
+    });
+    count(this, this.location, this.#data.byteLength);
+    track(this);
+  }
+
+  #read(): Float32Array {
+    if (this.#data === undefined) throw disposedError(this.describe(), 'tensor');
+    return this.#data;
+  }
+
+  /** Whether dispose() was called (directly, or by the scope() it was created in). */
+  get disposed(): boolean {
+    return this.#data === undefined;
+  }
+
+  /**
+   * Drops this tensor's reference to its data and stops counting it in memory(). Safe to call
+   * more than once; reading `data` afterwards throws E_DISPOSED. The array itself is not
+   * cleared: whoever else holds it keeps it.
+   */
+  dispose(): void {
+    const data = this.#data;
+    if (data === undefined) return;
+    this.#data = undefined;
+    uncount(this, this.location, data.byteLength);
+    untrack(this);
+  }
+
+  /** `using t = …` (TypeScript 5.2) disposes it at the end of the block. */
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** "Tensor #12 [1,8,48,48] (cpu)": how messages name it. */
+  describe(): string {
+    return `Tensor #${this.id} [${this.dims.join(',')}] (${this.location})`;
   }
 
   /**
@@ -51,7 +110,10 @@ export class Tensor {
     let data: unknown;
     let dims: unknown;
     try {
-      if (value instanceof Tensor) return value;
+      if (value instanceof Tensor) {
+        if (value.disposed) throw disposedError(`${name} (${value.describe()})`, name);
+        return value;
+      }
       if (value === null || typeof value !== 'object') {
         throw invalidParameterError('E_ARGUMENT', name, 'a tensor { type, data, dims }', value);
       }
@@ -87,10 +149,20 @@ export class Tensor {
     return new Tensor(data as Float32Array, snapshot as number[]);
   }
 
-  /** Number of elements, ∏dims. */
+  /** Number of elements, ∏dims (also after dispose). */
   get size(): number {
-    return this.data.length;
+    return elementCount(this.dims);
   }
+}
+
+/** E_DISPOSED for a use of `what` (a tensor or tape description) after its dispose(). */
+export function disposedError(what: string, argument: string): MghfError {
+  return new MghfError(
+    'E_DISPOSED',
+    `${what} was disposed (by dispose() or at the end of the scope() it was created in) and cannot be used; ` +
+      `return it from the scope, or dispose it only after its last use`,
+    { argument },
+  );
 }
 
 // The intrinsic accessors of %TypedArray%.prototype. A subclass (or an own property) can shadow

@@ -1,0 +1,521 @@
+// `ops`: the kernels of the loss as typed tensor functions (issue 15, first slice: CPU host
+// tensors). Each op checks its arguments here, then makes one call to the binding's generic entry
+// (native().op / opSync(name, inputs, attrs)), which dispatches through the registry of
+// native/core/ops to the same core functions mghfLoss runs. A composition of these ops
+// (README "Using the kernels from a trainer") computes what mghfLoss computes, bit for bit.
+
+import { MghfError, invalidParameterError } from './errors';
+import { type Disposable, liveTensors, track, untrack } from './lifetime';
+import { OPTION_BOUNDS, type BoundedOption, boundText, checkCost, checkReweight, featuresCost, inBound } from './limits';
+import { toSelected, type InputRange } from './loss';
+import { type NativeAddon, type NativeOpValue, type NativeWeights, type OpHandle, loadedAddon, native, rethrowNative } from './native';
+import { Tensor, type TensorLike, type TensorLocation, disposedError } from './tensor';
+import { checkFinite, checkOptions, is, toImageTensor } from './validate';
+import { type DfeWeights, checkWeights, defaultWeights } from './weights';
+
+type Attrs = Record<string, number | boolean | string>;
+type NativeOutputs = Record<string, NativeOpValue>;
+
+// ------------------------------------------------------------------ the DFE tape
+
+const TAPE_KEY = Symbol('mghf.DfeTape');
+
+/**
+ * What `ops.dfe` records for `ops.dfeBackward`: an opaque native object (the ReLU6 masks, z1 and
+ * exp(ρ) of every coupling, and the weights). Free it with dispose() (or `using`, or scope());
+ * the garbage collector frees a forgotten one eventually, as a safety net only. A tape can be
+ * used for any number of backward passes until disposed.
+ */
+export class DfeTape implements Disposable {
+  /** Where it lives: 'cpu' in this version. */
+  readonly location: TensorLocation = 'cpu';
+  readonly id: number;
+  /** The dims of the x it was recorded for, [B, 3, H, W]. */
+  readonly inputDims: readonly number[];
+  /** The dims of its features F (and of the dF its backward takes), [B, N, H, W]. */
+  readonly featureDims: readonly number[];
+  #handle: OpHandle | undefined;
+
+  /** Made by ops.dfe only. */
+  constructor(key: symbol, handle: OpHandle, inputDims: readonly number[], featureDims: readonly number[]) {
+    if (key !== TAPE_KEY) throw new MghfError('E_ARGUMENT', 'A DfeTape is made by ops.dfe / ops.dfeSync, not constructed');
+    this.#handle = handle;
+    this.id = nextTapeId++;
+    this.inputDims = Object.freeze([...inputDims]);
+    this.featureDims = Object.freeze([...featureDims]);
+    track(this);
+  }
+
+  get disposed(): boolean {
+    return this.#handle === undefined;
+  }
+
+  /** Frees the native tape now (unless a running dfeBackward still reads it: then when it ends). Safe to call twice. */
+  dispose(): void {
+    const h = this.#handle;
+    if (h === undefined) return;
+    this.#handle = undefined;
+    untrack(this);
+    native().opRelease?.(h);
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  /** "DFE tape #3 of x [1,3,48,48] (cpu)": how messages name it. */
+  describe(): string {
+    return `DFE tape #${this.id} of x [${this.inputDims.join(',')}] (${this.location})`;
+  }
+
+  /** The native handle, or E_DISPOSED naming argument `name`. */
+  static handleOf(t: DfeTape, name: string): OpHandle {
+    if (t.#handle === undefined) throw disposedError(`${name} (${t.describe()})`, name);
+    return t.#handle;
+  }
+}
+let nextTapeId = 1;
+
+// ------------------------------------------------------------------ memory()
+
+export interface DeviceMemory {
+  /** Live Tensors here: created, and neither disposed nor yet garbage-collected. */
+  numTensors: number;
+  /** Their data bytes. */
+  numBytes: number;
+  /** Live native objects the ops hold (DFE tapes). */
+  numNativeObjects: number;
+  /** Their bytes. */
+  nativeBytes: number;
+}
+
+export interface MemoryInfo extends DeviceMemory {
+  /** The same per location ('cpu' only in this version). */
+  devices: Record<string, DeviceMemory>;
+}
+
+/**
+ * Live Tensors and native objects, and their bytes, in total and per location (tf.memory()'s
+ * role): a count that grows over a training loop is a leak (dispose, or scope()). A tensor
+ * neither disposed nor collected yet still counts.
+ */
+export function memory(): MemoryInfo {
+  const devices: Record<string, DeviceMemory> = {};
+  const entry = (loc: string) => (devices[loc] ??= { numTensors: 0, numBytes: 0, numNativeObjects: 0, nativeBytes: 0 });
+  for (const [loc, c] of liveTensors()) {
+    const d = entry(loc);
+    d.numTensors = c.count;
+    d.numBytes = c.bytes;
+  }
+  const n = loadedAddon()?.opMemory?.();
+  const cpu = entry('cpu');
+  cpu.numNativeObjects = n?.objects ?? 0;
+  cpu.nativeBytes = n?.bytes ?? 0;
+  const total: DeviceMemory = { numTensors: 0, numBytes: 0, numNativeObjects: 0, nativeBytes: 0 };
+  for (const d of Object.values(devices)) {
+    total.numTensors += d.numTensors;
+    total.numBytes += d.numBytes;
+    total.numNativeObjects += d.numNativeObjects;
+    total.nativeBytes += d.nativeBytes;
+  }
+  return { ...total, devices };
+}
+
+// ------------------------------------------------------------------ argument checks
+
+// Tensors the ops made: finite by construction (the core checks its outputs), so not scanned again.
+const opOutputs = new WeakSet<Tensor>();
+
+function output(v: NativeOpValue, name: string): Tensor {
+  const t = v as { data?: unknown; dims?: unknown } | undefined;
+  if (!t || !is.float32Array(t.data) || !Array.isArray(t.dims)) throw new MghfError('E_NATIVE', `The native op returned no tensor ${name}`);
+  const out = new Tensor(t.data, t.dims as number[]);
+  opOutputs.add(out);
+  return out;
+}
+
+function scalar(v: NativeOpValue, name: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new MghfError('E_NUMERIC', `The ${name} came out ${String(v)}`);
+  return v;
+}
+
+/** A tensor argument; a disposed Tensor is E_DISPOSED naming `name`. */
+function tensorArg(v: unknown, name: string): Tensor {
+  return Tensor.from(v as TensorLike, name);
+}
+
+/** A [B, N, H, W] feature tensor, finite. */
+function featureArg(v: unknown, name: string): Tensor {
+  const t = tensorArg(v, name);
+  if (t.dims.length !== 4) throw invalidParameterError('E_SHAPE', `${name}.dims`, '4 dims [B, N, H, W] (features, as ops.dfe returns)', t.dims);
+  if (!opOutputs.has(t)) checkFinite(t.data, name, t.dims);
+  return t;
+}
+
+function sameDims(a: Tensor, aName: string, b: Tensor, bName: string): void {
+  if (a.dims.length !== b.dims.length || a.dims.some((d, i) => d !== b.dims[i])) {
+    throw new MghfError('E_SHAPE', `Expected ${bName} to have the dims of ${aName} ([${a.dims.join(',')}]) but received [${b.dims.join(',')}]`, {
+      argument: bName,
+    });
+  }
+}
+
+function featurePair(G: unknown, S: unknown): [Tensor, Tensor] {
+  const g = featureArg(G, 'G');
+  const s = featureArg(S, 'S');
+  sameDims(g, 'G', s, 'S');
+  return [g, s];
+}
+
+const toNative = (t: Tensor): NativeOpValue => ({ data: t.data, dims: [...t.dims] });
+
+/** Reads each named numeric option within its documented bound (OPTION_BOUNDS), else its default. */
+function bounded<K extends string>(o: Partial<Record<string, unknown>>, defaults: Record<K, number>, boundOf: Record<K, BoundedOption>): Record<K, number> {
+  const out = {} as Record<K, number>;
+  for (const key of Object.keys(defaults) as K[]) {
+    const v = o[key] ?? defaults[key];
+    const b = OPTION_BOUNDS[boundOf[key]];
+    if (!inBound(v, b)) throw invalidParameterError('E_OPTION', `opts.${key}`, boundText(b), v);
+    out[key] = v;
+  }
+  return out;
+}
+
+function flag(o: Partial<Record<string, unknown>>, key: string, fallback: boolean): boolean {
+  const v = o[key] ?? fallback;
+  if (!is.bool(v)) throw invalidParameterError('E_OPTION', `opts.${key}`, 'a boolean', v);
+  return v;
+}
+
+/** opts.addTo: the gradient so far, dims of S; the op's dS is addTo + its own term (addTo unchanged). */
+function addToArg(o: Partial<Record<string, unknown>>, S: Tensor): Tensor | undefined {
+  if (o.addTo === undefined || o.addTo === null) return undefined;
+  const t = featureArg(o.addTo, 'opts.addTo');
+  sameDims(S, 'S', t, 'opts.addTo');
+  return t;
+}
+
+function opAddon(): NativeAddon & Required<Pick<NativeAddon, 'op' | 'opSync'>> {
+  const a = native();
+  if (typeof a.op !== 'function' || typeof a.opSync !== 'function') {
+    throw new MghfError('E_UNSUPPORTED', 'The loaded native binary has no ops (it predates them): rebuild it (`npm rebuild mghf`)');
+  }
+  return a as NativeAddon & Required<Pick<NativeAddon, 'op' | 'opSync'>>;
+}
+
+interface Call<R> {
+  name: string;
+  inputs: NativeOpValue[];
+  attrs: Attrs;
+  finish(out: NativeOutputs): R;
+}
+
+function runSync<R>(c: Call<R>): R {
+  const a = opAddon();
+  let out: NativeOutputs;
+  try {
+    out = a.opSync(c.name, c.inputs, c.attrs);
+  } catch (err) {
+    rethrowNative(err);
+  }
+  return c.finish(out);
+}
+
+async function runAsync<R>(c: Call<R>): Promise<R> {
+  const a = opAddon();
+  let out: NativeOutputs;
+  try {
+    out = await a.op(c.name, c.inputs, c.attrs);
+  } catch (err) {
+    rethrowNative(err);
+  }
+  return c.finish(out);
+}
+
+// ------------------------------------------------------------------ dfe, dfeBackward
+
+export interface DfeOpOptions {
+  /** DFE weights (loadWeights / createWeights). Default: the bundled pretrained weights. */
+  weights?: DfeWeights;
+  /** 'unit' ([0,1], default) or 'symmetric' ([-1,1]). */
+  inputRange?: InputRange;
+  /** false: no tape (no backward will follow: less memory). Default true. */
+  tape?: boolean;
+}
+
+export interface DfeOpResult {
+  /** The features F = DFE(x), [B, N, H, W]. */
+  F: Tensor;
+  /** For dfeBackward; absent with `tape: false`. */
+  tape?: DfeTape;
+}
+
+export const DFE_OPTION_NAMES = ['weights', 'inputRange', 'tape'] as const;
+
+function prepareDfe(x: unknown, opts: unknown): Call<DfeOpResult> {
+  const o = checkOptions(opts, DFE_OPTION_NAMES);
+  const inputRange = o.inputRange ?? 'unit';
+  if (inputRange !== 'unit' && inputRange !== 'symmetric') throw invalidParameterError('E_OPTION', 'opts.inputRange', "'unit' or 'symmetric'", inputRange);
+  const withTape = flag(o, 'tape', true);
+  const w = o.weights === undefined ? defaultWeights() : checkWeights(o.weights, 'opts.weights');
+  const xT = toImageTensor(x, 'x', 'NCHW', inputRange);
+  const [B, , H, W] = xT.dims;
+  if (H < 2 || W < 2) {
+    throw new MghfError('E_TOO_SMALL', `Expected x to be at least 2×2 pixels (the DFE's reflection padding needs 2) but received ${H}×${W} (H×W)`, {
+      argument: 'x',
+    });
+  }
+  checkCost(featuresCost(B, H, W, w.channels, w.blocks, w.expand), 'ops.dfe', xT.dims);
+  const nw: NativeWeights = { channels: w.channels, blocks: w.blocks, expand: w.expand, tensors: w.tensors };
+  return {
+    name: 'dfe',
+    inputs: [toNative(xT), nw],
+    attrs: { inputRange, tape: withTape },
+    finish: (out) => {
+      const F = output(out.F, 'F');
+      if (!withTape) return { F };
+      if (out.tape === undefined) throw new MghfError('E_NATIVE', 'The native dfe op returned no tape');
+      return { F, tape: new DfeTape(TAPE_KEY, out.tape as OpHandle, xT.dims, F.dims) };
+    },
+  };
+}
+
+function prepareDfeBackward(tape: unknown, dF: unknown): Call<Tensor> {
+  if (!(tape instanceof DfeTape)) throw invalidParameterError('E_ARGUMENT', 'tape', 'the tape of ops.dfe', tape);
+  const handle = DfeTape.handleOf(tape, 'tape');
+  const d = featureArg(dF, 'dF');
+  if (d.dims.some((v, i) => v !== tape.featureDims[i])) {
+    throw new MghfError(
+      'E_SHAPE',
+      `Expected dF to have the dims of the tape's features ([${tape.featureDims.join(',')}]) but received [${d.dims.join(',')}]`,
+      { argument: 'dF' },
+    );
+  }
+  return { name: 'dfeBackward', inputs: [handle, toNative(d)], attrs: {}, finish: (out) => output(out.dx, 'dx') };
+}
+
+// ------------------------------------------------------------------ entropyPruneReweight
+
+/** SPEC §4's choice: what ops.entropyPruneReweight returns and ops.csc takes. */
+export interface ChannelSelection {
+  /** I per map, [B·N] row-major (B rows of N). */
+  importance: Float64Array;
+  /** The kept channels, [B·M], each row ascending. */
+  selected: Int32Array;
+  /** Their weights w = (1 + α·I)^γ, [B·M]. */
+  weights: Float64Array;
+  B: number;
+  N: number;
+  M: number;
+}
+
+export interface EntropyOpOptions {
+  /** Channels kept (default 64, capped at N). */
+  M?: number;
+  alpha?: number;
+  gamma?: number;
+  /** Kept channels per sample, [B][M] or flat, each row strictly ascending; replaces the top-M choice. */
+  selected?: ArrayLike<number> | ArrayLike<ArrayLike<number>> | null;
+}
+
+export const ENTROPY_OPTION_NAMES = ['M', 'alpha', 'gamma', 'selected'] as const;
+
+function prepareEntropy(G: unknown, S: unknown, opts: unknown): Call<ChannelSelection> {
+  const o = checkOptions(opts, ENTROPY_OPTION_NAMES);
+  const v = bounded(o, { M: 64, alpha: 1, gamma: 1 }, { M: 'M', alpha: 'alpha', gamma: 'gamma' });
+  checkReweight(v.alpha, v.gamma);
+  const [g, s] = featurePair(G, S);
+  const [B, N] = g.dims;
+  const M = Math.min(v.M, N);
+  const selected = toSelected(o.selected, B, M, N);
+  return {
+    name: 'entropyPruneReweight',
+    inputs: [toNative(g), toNative(s), selected],
+    attrs: { M, alpha: v.alpha, gamma: v.gamma },
+    finish: (out) => ({
+      importance: out.importance as Float64Array,
+      selected: out.selected as Int32Array,
+      weights: out.weights as Float64Array,
+      B,
+      N,
+      M,
+    }),
+  };
+}
+
+/** A ChannelSelection for features [B, N, …]: B·M indices in [0, N) and as many finite weights. */
+function selectionArg(v: unknown, B: number, N: number): { selected: Int32Array; weights: Float64Array } {
+  if (!is.object(v)) throw invalidParameterError('E_ARGUMENT', 'selection', 'the result of ops.entropyPruneReweight', v);
+  const { selected, weights } = v as Partial<ChannelSelection>;
+  if (!(selected instanceof Int32Array) || selected.length === 0 || selected.length % B !== 0 || selected.length / B > N) {
+    throw invalidParameterError('E_SHAPE', 'selection.selected', `an Int32Array of B·M channel indices (B = ${B}, M ≤ N = ${N})`, selected);
+  }
+  for (let i = 0; i < selected.length; i++) {
+    if (selected[i] < 0 || selected[i] >= N) {
+      throw invalidParameterError('E_SHAPE', `selection.selected[${i}]`, `a channel index in [0, ${N})`, selected[i], 'selection.selected');
+    }
+  }
+  if (!(weights instanceof Float64Array) || weights.length !== selected.length) {
+    throw invalidParameterError('E_SHAPE', 'selection.weights', `a Float64Array of ${selected.length} weights (one per kept channel)`, weights);
+  }
+  for (let i = 0; i < weights.length; i++) {
+    if (!Number.isFinite(weights[i])) throw invalidParameterError('E_NONFINITE', `selection.weights[${i}]`, 'a finite weight', weights[i], 'selection.weights');
+  }
+  return { selected, weights };
+}
+
+// ------------------------------------------------------------------ csc, lip, mseTerm
+
+/** Options every term op shares. */
+export interface TermOptions {
+  /** The term's weight in your loss: dS is scale·∂term/∂S (Γ1, Γ2, Γ3 in MGHF-c). Default 1. */
+  scale?: number;
+  /** false: the value only, no dS. Default true. */
+  grad?: boolean;
+  /** The gradient so far ([B, N, H, W], dims of S): dS is then addTo + scale·∂term/∂S, summed as mghfLoss sums it (addTo is not changed). */
+  addTo?: Tensor | TensorLike | null;
+}
+
+/** R, plus dS unless the options say grad: false. */
+export type WithGrad<O, R> = O extends { grad: false } ? R : R & { dS: Tensor };
+
+export interface CscOpOptions extends TermOptions {
+  /** Weights of the MSE, correlation and Gram parts (default 0.1333, 1, 0.1333); 0 skips a part (reported 0). */
+  beta1?: number;
+  beta2?: number;
+  beta3?: number;
+}
+
+export interface CscValue {
+  mse: number;
+  corr: number;
+  gram: number;
+  /** β1·mse + β2·corr + β3·gram. */
+  csc: number;
+}
+
+export interface LipOpOptions extends TermOptions {
+  patch?: number;
+  stride?: number;
+  pmax?: number;
+  tau?: number;
+  epsOt?: number;
+  Q?: number;
+  iters?: number;
+  /** Differentiate through the Sinkhorn plan (default true) or hold it constant. */
+  sinkhornGrad?: boolean;
+}
+
+export interface LipValue {
+  lip: number;
+}
+
+export interface MseTermValue {
+  /** L_n = mean (S − G)² over every feature. */
+  n: number;
+}
+
+const TERM_NAMES = ['scale', 'grad', 'addTo'] as const;
+export const CSC_OPTION_NAMES = ['beta1', 'beta2', 'beta3', ...TERM_NAMES] as const;
+export const LIP_OPTION_NAMES = ['patch', 'stride', 'pmax', 'tau', 'epsOt', 'Q', 'iters', 'sinkhornGrad', ...TERM_NAMES] as const;
+export const MSE_TERM_OPTION_NAMES = TERM_NAMES;
+
+function termCommon(o: Partial<Record<string, unknown>>, S: Tensor) {
+  const { scale } = bounded(o, { scale: 1 }, { scale: 'gamma1' });
+  const grad = flag(o, 'grad', true);
+  const addTo = grad ? addToArg(o, S) : undefined;
+  return { scale, grad, addTo };
+}
+
+function withDs<R extends object>(value: R, out: NativeOutputs, grad: boolean): R {
+  return grad ? { ...value, dS: output(out.dS, 'dS') } : value;
+}
+
+function prepareCsc(G: unknown, S: unknown, selection: unknown, opts: unknown): Call<CscValue> {
+  const o = checkOptions(opts, CSC_OPTION_NAMES);
+  const b = bounded(o, { beta1: 0.1333, beta2: 1, beta3: 0.1333 }, { beta1: 'beta1', beta2: 'beta2', beta3: 'beta3' });
+  const [g, s] = featurePair(G, S);
+  const { scale, grad, addTo } = termCommon(o, s);
+  const { selected, weights } = selectionArg(selection, g.dims[0], g.dims[1]);
+  return {
+    name: 'csc',
+    inputs: [toNative(g), toNative(s), selected, weights, addTo ? toNative(addTo) : null],
+    attrs: { ...b, scale, grad },
+    finish: (out) =>
+      withDs(
+        { mse: scalar(out.mse, 'mse'), corr: scalar(out.corr, 'corr'), gram: scalar(out.gram, 'gram'), csc: scalar(out.csc, 'csc') },
+        out,
+        grad,
+      ),
+  };
+}
+
+function prepareLip(G: unknown, S: unknown, opts: unknown): Call<LipValue> {
+  const o = checkOptions(opts, LIP_OPTION_NAMES);
+  const v = bounded(
+    o,
+    { patch: 32, stride: 16, pmax: 256, tau: 0.07, epsOt: 1, Q: 1, iters: 50 },
+    { patch: 'patch', stride: 'stride', pmax: 'pmax', tau: 'tau', epsOt: 'epsOt', Q: 'Q', iters: 'iters' },
+  );
+  const sinkhornGrad = flag(o, 'sinkhornGrad', true);
+  const [g, s] = featurePair(G, S);
+  const [, , H, W] = g.dims;
+  if (H < v.patch || W < v.patch) {
+    throw new MghfError('E_TOO_SMALL', `Expected S to be at least ${v.patch}×${v.patch} (opts.patch) but received ${H}×${W} (H×W)`, { argument: 'S' });
+  }
+  const { scale, grad, addTo } = termCommon(o, s);
+  return {
+    name: 'lip',
+    inputs: [toNative(g), toNative(s), addTo ? toNative(addTo) : null],
+    attrs: { ...v, sinkhornGrad, scale, grad },
+    finish: (out) => withDs({ lip: scalar(out.lip, 'lip') }, out, grad),
+  };
+}
+
+function prepareMseTerm(G: unknown, S: unknown, opts: unknown): Call<MseTermValue> {
+  const o = checkOptions(opts, MSE_TERM_OPTION_NAMES);
+  const [g, s] = featurePair(G, S);
+  const { scale, grad, addTo } = termCommon(o, s);
+  return {
+    name: 'mseTerm',
+    inputs: [toNative(g), toNative(s), addTo ? toNative(addTo) : null],
+    attrs: { scale, grad },
+    finish: (out) => withDs({ n: scalar(out.n, 'n') }, out, grad),
+  };
+}
+
+// ------------------------------------------------------------------ the public object
+
+type In = Tensor | TensorLike;
+
+/**
+ * The kernels of the loss as functions of CPU host tensors; each async one runs off the event
+ * loop, each *Sync one on the calling thread. README "Using the kernels from a trainer" has the
+ * reference and a composition of MGHF-c.
+ */
+export const ops = Object.freeze({
+  /** F = DFE(x) (SPEC §2), x [B, 3, H, W] → F [B, N, H, W] and the tape for dfeBackward. */
+  dfe: (x: In, opts?: DfeOpOptions): Promise<DfeOpResult> => runAsync(prepareDfe(x, opts)),
+  dfeSync: (x: In, opts?: DfeOpOptions): DfeOpResult => runSync(prepareDfe(x, opts)),
+  /** dx = (∂F/∂x)ᵀ·dF, dF [B, N, H, W] → dx [B, 3, H, W]. */
+  dfeBackward: (tape: DfeTape, dF: In): Promise<Tensor> => runAsync(prepareDfeBackward(tape, dF)),
+  dfeBackwardSync: (tape: DfeTape, dF: In): Tensor => runSync(prepareDfeBackward(tape, dF)),
+  /** SPEC §4: importance, kept channels and their weights (no backward: the choice is constant for the gradient). */
+  entropyPruneReweight: (G: In, S: In, opts?: EntropyOpOptions): Promise<ChannelSelection> => runAsync(prepareEntropy(G, S, opts)),
+  entropyPruneReweightSync: (G: In, S: In, opts?: EntropyOpOptions): ChannelSelection => runSync(prepareEntropy(G, S, opts)),
+  /** SPEC §5 on the kept, reweighted maps: MSE, correlation and Gram, and scale·∂L_csc/∂S. */
+  csc: <O extends CscOpOptions = CscOpOptions>(G: In, S: In, selection: ChannelSelection, opts?: O): Promise<WithGrad<O, CscValue>> =>
+    runAsync(prepareCsc(G, S, selection, opts)) as Promise<WithGrad<O, CscValue>>,
+  cscSync: <O extends CscOpOptions = CscOpOptions>(G: In, S: In, selection: ChannelSelection, opts?: O): WithGrad<O, CscValue> =>
+    runSync(prepareCsc(G, S, selection, opts)) as WithGrad<O, CscValue>,
+  /** SPEC §6: the Sinkhorn-modulated PatchNCE over every map, and scale·∂L_lip/∂S. */
+  lip: <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): Promise<WithGrad<O, LipValue>> =>
+    runAsync(prepareLip(G, S, opts)) as Promise<WithGrad<O, LipValue>>,
+  lipSync: <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): WithGrad<O, LipValue> =>
+    runSync(prepareLip(G, S, opts)) as WithGrad<O, LipValue>,
+  /** SPEC §3: L_n = mean (S − G)², and scale·∂L_n/∂S. */
+  mseTerm: <O extends TermOptions = TermOptions>(G: In, S: In, opts?: O): Promise<WithGrad<O, MseTermValue>> =>
+    runAsync(prepareMseTerm(G, S, opts)) as Promise<WithGrad<O, MseTermValue>>,
+  mseTermSync: <O extends TermOptions = TermOptions>(G: In, S: In, opts?: O): WithGrad<O, MseTermValue> =>
+    runSync(prepareMseTerm(G, S, opts)) as WithGrad<O, MseTermValue>,
+});
