@@ -495,26 +495,29 @@ type In = Tensor | TensorLike;
  */
 export const ops = Object.freeze({
   /** F = DFE(x) (SPEC §2), x [B, 3, H, W] → F [B, N, H, W] and the tape for dfeBackward. */
-  dfe: (x: In, opts?: DfeOpOptions): Promise<DfeOpResult> => runAsync(prepareDfe(x, opts)),
+  dfe: async (x: In, opts?: DfeOpOptions): Promise<DfeOpResult> =>
+    runAsync(prepareDfe(x, opts)),
   dfeSync: (x: In, opts?: DfeOpOptions): DfeOpResult => runSync(prepareDfe(x, opts)),
   /** dx = (∂F/∂x)ᵀ·dF, dF [B, N, H, W] → dx [B, 3, H, W]. */
-  dfeBackward: (tape: DfeTape, dF: In): Promise<Tensor> => runAsync(prepareDfeBackward(tape, dF)),
+  dfeBackward: async (tape: DfeTape, dF: In): Promise<Tensor> =>
+    runAsync(prepareDfeBackward(tape, dF)),
   dfeBackwardSync: (tape: DfeTape, dF: In): Tensor => runSync(prepareDfeBackward(tape, dF)),
   /** SPEC §4: importance, kept channels and their weights (no backward: the choice is constant for the gradient). */
-  entropyPruneReweight: (G: In, S: In, opts?: EntropyOpOptions): Promise<ChannelSelection> => runAsync(prepareEntropy(G, S, opts)),
+  entropyPruneReweight: async (G: In, S: In, opts?: EntropyOpOptions): Promise<ChannelSelection> =>
+    runAsync(prepareEntropy(G, S, opts)),
   entropyPruneReweightSync: (G: In, S: In, opts?: EntropyOpOptions): ChannelSelection => runSync(prepareEntropy(G, S, opts)),
   /** SPEC §5 on the kept, reweighted maps: MSE, correlation and Gram, and scale·∂L_csc/∂S. */
-  csc: <O extends CscOpOptions = CscOpOptions>(G: In, S: In, selection: ChannelSelection, opts?: O): Promise<WithGrad<O, CscValue>> =>
+  csc: async <O extends CscOpOptions = CscOpOptions>(G: In, S: In, selection: ChannelSelection, opts?: O): Promise<WithGrad<O, CscValue>> =>
     runAsync(prepareCsc(G, S, selection, opts)) as Promise<WithGrad<O, CscValue>>,
   cscSync: <O extends CscOpOptions = CscOpOptions>(G: In, S: In, selection: ChannelSelection, opts?: O): WithGrad<O, CscValue> =>
     runSync(prepareCsc(G, S, selection, opts)) as WithGrad<O, CscValue>,
   /** SPEC §6: the Sinkhorn-modulated PatchNCE over every map, and scale·∂L_lip/∂S. */
-  lip: <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): Promise<WithGrad<O, LipValue>> =>
+  lip: async <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): Promise<WithGrad<O, LipValue>> =>
     runAsync(prepareLip(G, S, opts)) as Promise<WithGrad<O, LipValue>>,
   lipSync: <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): WithGrad<O, LipValue> =>
     runSync(prepareLip(G, S, opts)) as WithGrad<O, LipValue>,
   /** SPEC §3: L_n = mean (S − G)², and scale·∂L_n/∂S. */
-  mseTerm: <O extends TermOptions = TermOptions>(G: In, S: In, opts?: O): Promise<WithGrad<O, MseTermValue>> =>
+  mseTerm: async <O extends TermOptions = TermOptions>(G: In, S: In, opts?: O): Promise<WithGrad<O, MseTermValue>> =>
     runAsync(prepareMseTerm(G, S, opts)) as Promise<WithGrad<O, MseTermValue>>,
   mseTermSync: <O extends TermOptions = TermOptions>(G: In, S: In, opts?: O): WithGrad<O, MseTermValue> =>
     runSync(prepareMseTerm(G, S, opts)) as WithGrad<O, MseTermValue>,

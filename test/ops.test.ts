@@ -1,0 +1,313 @@
+// `ops` (issue 15, first slice): the loss composed from the ops equals mghfLoss bit for bit on the
+// CPU, every op's backward against a finite difference through the TypeScript API, the typed
+// errors (unknown options listed, bad shapes, use after dispose), and memory() flat over 2,000
+// calls with scope() and with explicit dispose().
+import t, { Test } from 'tap';
+import {
+  DfeTape,
+  MghfError,
+  Tensor,
+  createWeights,
+  memory,
+  mghfLoss,
+  mghfLossSync,
+  ops,
+  scope,
+  type DfeWeights,
+  type LossOptions,
+  type LossResult,
+  type PartName,
+} from '../lib/index';
+import { imagePair, loadFixture } from './helpers/fixtures';
+
+type Parts = Record<PartName, number>;
+interface Composed {
+  loss: number;
+  parts: Parts;
+  grad: Tensor;
+}
+
+// docs/MATH.md §7 as lib/loss.ts and native/core/loss.h weigh it: variant 'n' is L_n alone (Γ1 = 1);
+// a Γ of 0 skips its term. Every term adds its gradient into the one before it (addTo), in the
+// order the loss adds them, so the float32 sums are the same sums.
+function composeSync(sr: Tensor, gt: Tensor, weights: DfeWeights, o: LossOptions): Composed {
+  const c = (o.variant ?? 'c') === 'c';
+  const g1 = c ? (o.gamma1 ?? 2) : 1;
+  const g2 = c ? (o.gamma2 ?? 1.5) : 0;
+  const g3 = c ? (o.gamma3 ?? 1e-3) : 0;
+  const inputRange = o.inputRange ?? 'unit';
+  return scope(() => {
+    const { F: G } = ops.dfeSync(gt, { weights, inputRange, tape: false });
+    const { F: S, tape } = ops.dfeSync(sr, { weights, inputRange });
+    const parts: Parts = { n: 0, mse: 0, corr: 0, gram: 0, csc: 0, lip: 0 };
+    let dS: Tensor | undefined;
+    if (g1 !== 0) {
+      const r = ops.mseTermSync(G, S, { scale: g1 });
+      parts.n = r.n;
+      dS = r.dS;
+    }
+    if (g2 !== 0) {
+      const selection = ops.entropyPruneReweightSync(G, S, { M: o.M, alpha: o.alpha, gamma: o.gamma });
+      const r = ops.cscSync(G, S, selection, { beta1: o.beta1, beta2: o.beta2, beta3: o.beta3, scale: g2, addTo: dS });
+      Object.assign(parts, { mse: r.mse, corr: r.corr, gram: r.gram, csc: r.csc });
+      dS = r.dS;
+    }
+    if (g3 !== 0) {
+      const { patch, stride, pmax, tau, epsOt, Q, iters, sinkhornGrad } = o;
+      const r = ops.lipSync(G, S, { patch, stride, pmax, tau, epsOt, Q, iters, sinkhornGrad, scale: g3, addTo: dS });
+      parts.lip = r.lip;
+      dS = r.dS;
+    }
+    const loss = c ? g1 * parts.n + g2 * parts.csc + g3 * parts.lip : parts.n;
+    return { loss, parts, grad: ops.dfeBackwardSync(tape as DfeTape, dS as Tensor) };
+  });
+}
+
+/** The same with the async ops inside an async scope. */
+async function composeAsync(sr: Tensor, gt: Tensor, weights: DfeWeights, o: LossOptions): Promise<Composed> {
+  const g1 = o.gamma1 ?? 2;
+  const g2 = o.gamma2 ?? 1.5;
+  const g3 = o.gamma3 ?? 1e-3;
+  return scope(async () => {
+    const [{ F: G }, { F: S, tape }] = await Promise.all([ops.dfe(gt, { weights, tape: false }), ops.dfe(sr, { weights })]);
+    const n = await ops.mseTerm(G, S, { scale: g1 });
+    const selection = await ops.entropyPruneReweight(G, S, { M: o.M });
+    const c = await ops.csc(G, S, selection, { scale: g2, addTo: n.dS });
+    const l = await ops.lip(G, S, { scale: g3, addTo: c.dS });
+    const parts: Parts = { n: n.n, mse: c.mse, corr: c.corr, gram: c.gram, csc: c.csc, lip: l.lip };
+    return { loss: g1 * n.n + g2 * c.csc + g3 * l.lip, parts, grad: await ops.dfeBackward(tape as DfeTape, l.dS) };
+  });
+}
+
+function sameBits(t: Test, got: Composed, sr: Tensor, gt: Tensor, weights: DfeWeights, o: LossOptions, what: string): void {
+  const r = mghfLossSync(sr, gt, { ...o, weights, device: 'cpu' }) as LossResult;
+  t.equal(got.loss, r.loss, `${what}: loss ${got.loss} is mghfLoss's ${r.loss}`);
+  for (const p of Object.keys(got.parts) as PartName[]) t.equal(got.parts[p], r.parts[p], `${what}: part ${p}`);
+  t.same(got.grad.dims, r.grad.dims, `${what}: gradient dims`);
+  const a = got.grad.data;
+  const b = r.grad.data;
+  let differ = 0;
+  for (let i = 0; i < b.length; i++) if (!Object.is(a[i], b[i])) differ++;
+  t.equal(differ, 0, `${what}: every gradient element bit for bit (${b.length})`);
+}
+
+// ------------------------------------------------------------------ (d) memory()
+
+/** One small training step's worth of ops, everything it makes left for the caller to free. */
+function step(x: Tensor, y: Tensor, weights: DfeWeights) {
+  const { F: G } = ops.dfeSync(y, { weights, tape: false });
+  const { F: S, tape } = ops.dfeSync(x, { weights });
+  const m = ops.mseTermSync(G, S, { scale: 2 });
+  const dx = ops.dfeBackwardSync(tape as DfeTape, m.dS);
+  return { G, S, tape: tape as DfeTape, dS: m.dS, dx, n: m.n };
+}
+
+// First in the file: no garbage of other tests is collected (and uncounted) while it measures.
+t.test('(d) memory() is flat over 2,000 calls with scope() and with explicit dispose()', async (t) => {
+  const weights = createWeights({ seed: 4, channels: 2 });
+  const { sr, gt } = imagePair([1, 3, 4, 4], 8);
+  const start = memory();
+  let grew = 0;
+  for (let i = 0; i < 2000; i++) {
+    scope(() => step(sr, gt, weights).n);
+    const m = memory();
+    if (m.numTensors !== start.numTensors || m.numNativeObjects !== start.numNativeObjects || m.nativeBytes !== start.nativeBytes) grew++;
+  }
+  t.equal(grew, 0, 'with scope(): no call left a tensor or tape behind');
+  t.same(memory(), start, 'with scope(): memory() unchanged');
+
+  for (let i = 0; i < 2000; i++) {
+    const s = step(sr, gt, weights);
+    for (const x of [s.G, s.S, s.tape, s.dS, s.dx]) x.dispose();
+    const m = memory();
+    if (m.numTensors !== start.numTensors || m.numNativeObjects !== start.numNativeObjects) grew++;
+  }
+  t.equal(grew, 0, 'with dispose(): no call left a tensor or tape behind');
+  t.same(memory(), start, 'with dispose(): memory() unchanged');
+
+  for (let i = 0; i < 200; i++) {
+    await scope(async () => {
+      const { F, tape } = await ops.dfe(sr, { weights });
+      const dx = await ops.dfeBackward(tape as DfeTape, F);
+      return dx.size;
+    });
+  }
+  t.same(memory(), start, 'with an async scope(): memory() unchanged');
+
+  // What a scope returns survives it and belongs to the enclosing scope; the rest is freed.
+  let inner: ReturnType<typeof step> | undefined;
+  const kept = scope(() => {
+    const r = scope(() => {
+      inner = step(sr, gt, weights);
+      return { dx: inner.dx, list: [inner.tape] };
+    });
+    t.notOk(r.dx.disposed, 'returned tensor kept');
+    t.notOk(r.list[0].disposed, 'returned tape (inside an array) kept');
+    t.ok(inner?.S.disposed && inner?.G.disposed && inner?.dS.disposed, 'the rest disposed');
+    return r.dx;
+  });
+  t.notOk(kept.disposed, 'kept through the outer scope');
+  t.ok(inner?.tape.disposed, 'the outer scope disposed what it did not return');
+  kept.dispose();
+  t.throws(() => scope(() => { step(sr, gt, weights); throw new Error('boom'); }), /boom/);
+  await t.rejects(scope(async () => { step(sr, gt, weights); throw new Error('boom'); }), /boom/);
+  t.same(memory(), start, 'a throwing scope disposes what it made');
+  const { numTensors, numBytes } = memory().devices.cpu;
+  t.equal(numTensors, start.numTensors);
+  t.equal(numBytes, start.numBytes);
+});
+
+t.test('(a) MGHF-n and MGHF-c composed from ops are mghfLoss, bit for bit', async (t) => {
+  for (const name of ['c-tiny', 'n-tiny', 'c-options', 'c-symmetric', 'c-two-blocks', 'c-no-sinkhorn-grad', 'c-csc-only']) {
+    const f = loadFixture(name);
+    const o = f.options as LossOptions;
+    const before = memory();
+    const got = composeSync(f.sr, f.gt, f.weights, o);
+    sameBits(t, got, f.sr, f.gt, f.weights, o, name);
+    const after = memory();
+    t.equal(after.numNativeObjects, before.numNativeObjects, `${name}: the scope freed the tape`);
+    got.grad.dispose();
+  }
+  // createWeights with few channels, and weights of 0 that skip parts.
+  const weights = createWeights({ seed: 5, channels: 6 });
+  const { sr, gt } = imagePair([2, 3, 20, 24], 3);
+  for (const o of [
+    { M: 3, patch: 8, stride: 4, pmax: 12, iters: 7 },
+    { M: 2, beta2: 0, gamma3: 0, alpha: 0.5, gamma: 2 },
+    { M: 6, beta1: 0, beta3: 0, gamma1: 0, patch: 10, stride: 5 },
+    { variant: 'n' as const },
+  ]) {
+    sameBits(t, composeSync(sr, gt, weights, o), sr, gt, weights, o, `createWeights(6) ${JSON.stringify(o)}`);
+  }
+  const f = loadFixture('c-tiny');
+  sameBits(t, await composeAsync(f.sr, f.gt, f.weights, { M: 4 }), f.sr, f.gt, f.weights, { M: 4 }, 'async ops in an async scope');
+});
+
+// ------------------------------------------------------------------ (b) finite differences
+
+/** A deterministic ±1 direction. */
+const direction = (n: number, seed: number) => new Float32Array(n).map((_, i) => (Math.sin((i + seed) * 12.9898) * 43758.5453 % 1 > 0 ? 1 : -1));
+const dot = (a: Float32Array, b: Float32Array) => {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+};
+const shifted = (x: Tensor, v: Float32Array, h: number) => new Tensor(x.data.map((a, i) => a + h * v[i]), x.dims);
+
+/** Central difference of f along v with step h against the analytic directional derivative. */
+function fdCheck(t: Test, what: string, f: (x: Tensor) => number, x: Tensor, grad: Float32Array, h: number, tol = 2e-2): void {
+  const v = direction(x.size, 7);
+  const fd = (f(shifted(x, v, h)) - f(shifted(x, v, -h))) / (2 * h);
+  const an = dot(grad, v);
+  t.ok(Math.abs(fd - an) <= tol * Math.abs(an), `${what}: finite difference ${fd} vs analytic ${an}`);
+}
+
+t.test('(b) every backward against a finite difference through the TypeScript API', async (t) => {
+  const weights = createWeights({ seed: 9, channels: 4 });
+  const { sr, gt } = imagePair([1, 3, 16, 16], 21);
+  scope(() => {
+    // dfeBackward: f(x) = Σ F(x)·R.
+    const { F, tape } = ops.dfeSync(sr, { weights });
+    const R = new Tensor(direction(F.size, 3).map((s, i) => s * (1 + (i % 5) / 5)), F.dims);
+    const dx = ops.dfeBackwardSync(tape as DfeTape, R);
+    fdCheck(t, 'dfeBackward', (x) => dot(ops.dfeSync(x, { weights, tape: false }).F.data, R.data), sr, dx.data, 1e-2);
+
+    // G of a different image: S − G, and so each term, well away from 0 (the Gram term of near
+    // features is a difference of nearly equal float32 sums, too noisy for a finite difference).
+    const { F: G } = ops.dfeSync(new Tensor(gt.data.map((v) => 1 - v), gt.dims), { weights, tape: false });
+    const S = F;
+    let rms = 0;
+    for (let i = 0; i < S.size; i++) rms += S.data[i] ** 2;
+    const h = 1e-2 * Math.sqrt(rms / S.size);
+    // mseTerm, with a scale, and added onto an existing gradient (addTo only shifts dS).
+    const m = ops.mseTermSync(G, S, { scale: 3 });
+    fdCheck(t, 'mseTerm', (s) => 3 * ops.mseTermSync(G, s, { grad: false }).n, S, m.dS.data, h);
+    const base = new Tensor(direction(S.size, 1), S.dims);
+    const m2 = ops.mseTermSync(G, S, { scale: 3, addTo: base });
+    t.ok(m2.dS.data.every((d, i) => Math.abs(d - (base.data[i] + m.dS.data[i])) <= 1e-6), 'addTo adds');
+    t.equal(base.data[0], direction(S.size, 1)[0], 'addTo itself is not changed');
+    // csc with its selection held (the choice is constant for the gradient, SPEC §4).
+    const sel = ops.entropyPruneReweightSync(G, S, { M: 3 });
+    const c = ops.cscSync(G, S, sel, { scale: 2 });
+    fdCheck(t, 'csc', (s) => 2 * ops.cscSync(G, s, sel, { grad: false }).csc, S, c.dS.data, h);
+    for (const beta of [{ beta1: 1, beta2: 0, beta3: 0 }, { beta1: 0, beta2: 1, beta3: 0 }, { beta1: 0, beta2: 0, beta3: 1 }]) {
+      const part = ops.cscSync(G, S, sel, beta);
+      fdCheck(t, `csc ${JSON.stringify(beta)}`, (s) => ops.cscSync(G, s, sel, { ...beta, grad: false }).csc, S, part.dS.data, h);
+    }
+    // lip, unrolled through the Sinkhorn iterations (sinkhornGrad: false holds the plan constant,
+    // which is not the derivative of the value: checked against mghfLoss in (a) instead).
+    const lo = { patch: 8, stride: 4, pmax: 9, iters: 10 };
+    const l = ops.lipSync(G, S, { ...lo, scale: 0.5 });
+    fdCheck(t, 'lip', (s) => 0.5 * ops.lipSync(G, s, { ...lo, grad: false }).lip, S, l.dS.data, h);
+  });
+});
+
+// ------------------------------------------------------------------ (c) errors
+
+t.test('(c) unknown options are listed, bad shapes and use after dispose are typed', async (t) => {
+  const weights = createWeights({ seed: 2, channels: 4 });
+  const { sr } = imagePair([1, 3, 12, 12], 5);
+  const { F: G } = ops.dfeSync(sr, { weights, tape: false });
+  const { F: S, tape } = ops.dfeSync(sr, { weights });
+  const sel = ops.entropyPruneReweightSync(G, S, { M: 2 });
+
+  // Unknown option names, with the valid ones.
+  t.throws(() => ops.dfeSync(sr, { weights, inputrange: 'unit' } as never), { code: 'E_OPTION', message: /Unknown option 'inputrange'.*did you mean 'inputRange'.*weights, inputRange, tape/ });
+  t.throws(() => ops.entropyPruneReweightSync(G, S, { m: 2 } as never), { code: 'E_OPTION', message: /valid options are: M, alpha, gamma, selected/ });
+  t.throws(() => ops.cscSync(G, S, sel, { gamma2: 1 } as never), { code: 'E_OPTION', message: /valid options are: beta1, beta2, beta3, scale, grad, addTo/ });
+  t.throws(() => ops.lipSync(G, S, { patchSize: 4 } as never), { code: 'E_OPTION', message: /valid options are: patch, stride, pmax, tau, epsOt, Q, iters, sinkhornGrad, scale, grad, addTo/ });
+  t.throws(() => ops.mseTermSync(G, S, { weight: 1 } as never), { code: 'E_OPTION', message: /valid options are: scale, grad, addTo/ });
+  await t.rejects(ops.csc(G, S, sel, { betaa1: 1 } as never), { code: 'E_OPTION' }, 'the async variant rejects');
+  // Bad values.
+  t.throws(() => ops.cscSync(G, S, sel, { beta1: -1 }), { code: 'E_OPTION', argument: 'opts.beta1' });
+  t.throws(() => ops.lipSync(G, S, { iters: 0.5 }), { code: 'E_OPTION', argument: 'opts.iters' });
+  t.throws(() => ops.mseTermSync(G, S, { scale: NaN }), { code: 'E_OPTION', argument: 'opts.scale' });
+  t.throws(() => ops.entropyPruneReweightSync(G, S, { M: 2, selected: [[1, 0]] }), { code: 'E_OPTION', argument: 'opts.selected' });
+
+  // Shapes.
+  const other = new Tensor(new Float32Array(4 * 12 * 13), [1, 4, 12, 13]);
+  t.throws(() => ops.mseTermSync(G, other), { code: 'E_SHAPE', argument: 'S', message: /dims of G/ });
+  t.throws(() => ops.mseTermSync(G, S, { addTo: other }), { code: 'E_SHAPE', argument: 'opts.addTo' });
+  t.throws(() => ops.mseTermSync(new Tensor(new Float32Array(8), [2, 4]), S), { code: 'E_SHAPE', argument: 'G.dims' });
+  t.throws(() => ops.dfeBackwardSync(tape as DfeTape, other), { code: 'E_SHAPE', argument: 'dF', message: /\[1,4,12,12\]/ });
+  t.throws(() => ops.dfeSync(new Tensor(new Float32Array(4 * 144), [1, 4, 12, 12]), { weights }), { code: 'E_SHAPE', argument: 'x' });
+  t.throws(() => ops.cscSync(G, S, { ...sel, selected: new Int32Array([0, 1, 2, 3, 0]) }), { code: 'E_SHAPE', argument: 'selection.selected' });
+  t.throws(() => ops.cscSync(G, S, { ...sel, selected: new Int32Array([0, 9]) }), { code: 'E_SHAPE', argument: 'selection.selected' });
+  t.throws(() => ops.cscSync(G, S, { ...sel, weights: new Float64Array(1) }), { code: 'E_SHAPE', argument: 'selection.weights' });
+  t.throws(() => ops.lipSync(G, S, { patch: 13 }), { code: 'E_TOO_SMALL', argument: 'S' });
+  t.throws(() => ops.dfeBackwardSync({} as never, S), { code: 'E_ARGUMENT', argument: 'tape' });
+  t.throws(() => new DfeTape(Symbol('x'), {}, [1], [1]), { code: 'E_ARGUMENT' });
+  const nan = new Tensor(S.data.slice(), S.dims);
+  nan.data[5] = NaN;
+  t.throws(() => ops.mseTermSync(G, nan), { code: 'E_NONFINITE', argument: 'S' });
+
+  // Use after dispose: a typed error naming the argument and the object.
+  const dead = new Tensor(S.data.slice(), S.dims);
+  dead.dispose();
+  dead.dispose();
+  t.ok(dead.disposed, 'disposed');
+  t.equal(dead.size, S.size, 'size still known');
+  t.throws(() => dead.data, { code: 'E_DISPOSED', message: new RegExp(`Tensor #${dead.id} \\[1,4,12,12\\] \\(cpu\\) was disposed`) });
+  t.throws(() => ops.mseTermSync(G, dead), { code: 'E_DISPOSED', argument: 'S', message: /^S \(Tensor #\d+ \[1,4,12,12\] \(cpu\)\) was disposed/ });
+  await t.rejects(ops.csc(dead, S, sel), { code: 'E_DISPOSED', argument: 'G' });
+  t.throws(() => mghfLossSync(new Tensor(sr.data, sr.dims), (() => { const x = new Tensor(sr.data, sr.dims); x[Symbol.dispose](); return x; })(), { weights }), {
+    code: 'E_DISPOSED',
+    argument: 'gt',
+  });
+  const tape2 = ops.dfeSync(sr, { weights }).tape as DfeTape;
+  tape2[Symbol.dispose]();
+  t.ok(tape2.disposed);
+  t.throws(() => ops.dfeBackwardSync(tape2, S), { code: 'E_DISPOSED', argument: 'tape', message: /^tape \(DFE tape #\d+ of x \[1,3,12,12\] \(cpu\)\) was disposed/ });
+  const e = t.throws(() => ops.dfeBackwardSync(tape2, S)) as unknown;
+  t.ok(e instanceof MghfError, 'an MghfError');
+  (tape as DfeTape).dispose();
+});
+
+t.test('mghfLoss in a scope: its result tensors are freed unless returned', async (t) => {
+  const weights = createWeights({ seed: 4, channels: 2 });
+  const { sr, gt } = imagePair([1, 3, 8, 8], 8);
+  const start = memory();
+  const loss = await scope(async () => (await mghfLoss(sr, gt, { weights, variant: 'n' })).loss);
+  t.ok(Number.isFinite(loss));
+  t.equal(memory().numTensors, start.numTensors);
+});
