@@ -22,7 +22,7 @@ export type MghfErrorCode =
   | 'E_CUDA_OOM' // the GPU ran out of memory (the next call still works)
   | 'E_NUMERIC' // a computed value (loss, part, gradient, feature) came out NaN or ±Infinity: the stage and likely cause are named
   | 'E_ABORTED' // the call's AbortSignal fired (the error's name is 'AbortError')
-  | 'E_LOAD'; // no native binary could be loaded
+  | 'E_LOAD'; // no native binary could be loaded (or, for mghf/tfjs, no TensorFlow.js)
 
 export interface MghfErrorOptions {
   /** The user-facing argument or option the error is about, e.g. 'sr' or 'opts.M'. */
