@@ -1,8 +1,8 @@
 // `ops`: the kernels of the loss as typed tensor functions (issue 15, first slice: CPU host
 // tensors). Each op checks its arguments here, then makes one call to the binding's generic entry
 // (native().op / opSync(name, inputs, attrs)), which dispatches through the registry of
-// native/core/ops to the same core functions mghfLoss runs. A composition of these ops
-// (README "Using the kernels from a trainer") computes what mghfLoss computes, bit for bit.
+// native/core/ops to the same core functions mghfLoss runs. A composition of these ops, with each
+// term's dS summed n + csc + lip (test/ops.test.ts), computes what mghfLoss computes, bit for bit.
 
 import { MghfError, invalidParameterError } from './errors';
 import { type Disposable, liveTensors, track, untrack } from './lifetime';
@@ -372,7 +372,7 @@ export interface TermOptions {
   scale?: number;
   /** false: the value only, no dS. Default true. */
   grad?: boolean;
-  /** The gradient so far ([B, N, H, W], dims of S): dS is then addTo + scale·∂term/∂S, summed as mghfLoss sums it (addTo is not changed). */
+  /** The gradient so far ([B, N, H, W], dims of S): dS is then addTo + scale·∂term/∂S, the term's contributions added onto a copy of it in float32 (addTo is not changed). */
   addTo?: Tensor | TensorLike | null;
 }
 

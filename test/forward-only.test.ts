@@ -56,5 +56,7 @@ t.test('grad: false allocates much less than the full call', async (t) => {
   const full = peakBytes(true);
   const value = peakBytes(false);
   t.comment(`192², MGHF-c: peak above baseline ${(full / 2 ** 20).toFixed(0)} MiB with grad, ${(value / 2 ** 20).toFixed(0)} MiB without`);
-  t.ok(value < 0.7 * full, `forward only ${value} < 0.7 × ${full}`);
+  // Without a gradient: G, S and one N-map scratch. With it: G, S, the tape (z1, exp ρ, bit-packed
+  // masks: 1.19 N-maps) and the M kept maps' CSC gradient (∂L/∂S is written over S).
+  t.ok(value < 0.9 * full, `forward only ${value} < 0.9 × ${full}`);
 });

@@ -28,8 +28,19 @@ interface Composed {
 }
 
 // docs/MATH.md §7 as lib/loss.ts and native/core/loss.h weigh it: variant 'n' is L_n alone (Γ1 = 1);
-// a Γ of 0 skips its term. Every term adds its gradient into the one before it (addTo), in the
-// order the loss adds them, so the float32 sums are the same sums.
+// a Γ of 0 skips its term. native/core/loss.h computes each term's gradient on its own and then
+// assembles ∂L/∂S per element as ((n + csc) + lip) in float32; `sumInOrder` does the same sums
+// (a float32 sum of two float32 values is exact in double, then rounded once: Math.fround), so the
+// gradient is the same bits.
+function sumInOrder(terms: Tensor[]): Tensor {
+  const out = new Float32Array(terms[0].data);
+  for (const t of terms.slice(1)) {
+    const d = t.data;
+    for (let i = 0; i < out.length; i++) out[i] = Math.fround(out[i] + d[i]);
+  }
+  return new Tensor(out, terms[0].dims);
+}
+
 function composeSync(sr: Tensor, gt: Tensor, weights: DfeWeights, o: LossOptions): Composed {
   const c = (o.variant ?? 'c') === 'c';
   const g1 = c ? (o.gamma1 ?? 2) : 1;
@@ -40,26 +51,24 @@ function composeSync(sr: Tensor, gt: Tensor, weights: DfeWeights, o: LossOptions
     const { F: G } = ops.dfeSync(gt, { weights, inputRange, tape: false });
     const { F: S, tape } = ops.dfeSync(sr, { weights, inputRange });
     const parts: Parts = { n: 0, mse: 0, corr: 0, gram: 0, csc: 0, lip: 0 };
-    let dS: Tensor | undefined;
-    if (g1 !== 0) {
-      const r = ops.mseTermSync(G, S, { scale: g1 });
-      parts.n = r.n;
-      dS = r.dS;
-    }
+    // The n term's gradient first even when Γ1 is 0 (then all zeros, as the loss's kn = 0 gives).
+    const n = ops.mseTermSync(G, S, { scale: g1 });
+    if (g1 !== 0) parts.n = n.n;
+    const dS: Tensor[] = [n.dS];
     if (g2 !== 0) {
       const selection = ops.entropyPruneReweightSync(G, S, { M: o.M, alpha: o.alpha, gamma: o.gamma });
-      const r = ops.cscSync(G, S, selection, { beta1: o.beta1, beta2: o.beta2, beta3: o.beta3, scale: g2, addTo: dS });
+      const r = ops.cscSync(G, S, selection, { beta1: o.beta1, beta2: o.beta2, beta3: o.beta3, scale: g2 });
       Object.assign(parts, { mse: r.mse, corr: r.corr, gram: r.gram, csc: r.csc });
-      dS = r.dS;
+      dS.push(r.dS);
     }
     if (g3 !== 0) {
       const { patch, stride, pmax, tau, epsOt, Q, iters, sinkhornGrad } = o;
-      const r = ops.lipSync(G, S, { patch, stride, pmax, tau, epsOt, Q, iters, sinkhornGrad, scale: g3, addTo: dS });
+      const r = ops.lipSync(G, S, { patch, stride, pmax, tau, epsOt, Q, iters, sinkhornGrad, scale: g3 });
       parts.lip = r.lip;
-      dS = r.dS;
+      dS.push(r.dS);
     }
     const loss = c ? g1 * parts.n + g2 * parts.csc + g3 * parts.lip : parts.n;
-    return { loss, parts, grad: ops.dfeBackwardSync(tape as DfeTape, dS as Tensor) };
+    return { loss, parts, grad: ops.dfeBackwardSync(tape as DfeTape, sumInOrder(dS)) };
   });
 }
 
@@ -70,12 +79,14 @@ async function composeAsync(sr: Tensor, gt: Tensor, weights: DfeWeights, o: Loss
   const g3 = o.gamma3 ?? 1e-3;
   return scope(async () => {
     const [{ F: G }, { F: S, tape }] = await Promise.all([ops.dfe(gt, { weights, tape: false }), ops.dfe(sr, { weights })]);
-    const n = await ops.mseTerm(G, S, { scale: g1 });
     const selection = await ops.entropyPruneReweight(G, S, { M: o.M });
-    const c = await ops.csc(G, S, selection, { scale: g2, addTo: n.dS });
-    const l = await ops.lip(G, S, { scale: g3, addTo: c.dS });
+    const [n, c, l] = await Promise.all([
+      ops.mseTerm(G, S, { scale: g1 }),
+      ops.csc(G, S, selection, { scale: g2 }),
+      ops.lip(G, S, { scale: g3 }),
+    ]);
     const parts: Parts = { n: n.n, mse: c.mse, corr: c.corr, gram: c.gram, csc: c.csc, lip: l.lip };
-    return { loss: g1 * n.n + g2 * c.csc + g3 * l.lip, parts, grad: await ops.dfeBackward(tape as DfeTape, l.dS) };
+    return { loss: g1 * n.n + g2 * c.csc + g3 * l.lip, parts, grad: await ops.dfeBackward(tape as DfeTape, sumInOrder([n.dS, c.dS, l.dS])) };
   });
 }
 

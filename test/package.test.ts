@@ -8,7 +8,10 @@
 //   (b) from a tarball without prebuilds/, compilers on PATH: binding.gyp builds at install;
 //   (c) the glibc / libstdc++ symbol versions the prebuilt binaries need stay under the floor;
 //   (d) the CUDA prebuild, when scripts/prebuild-cuda.sh made one: it loads, and without a usable
-//       GPU says why, the CPU binary is used and device 'cuda' is a typed error with the reason.
+//       GPU says why, the CPU binary is used and device 'cuda' is a typed error with the reason;
+//   (e) mghf/tfjs: without TensorFlow.js (an optional peer, not installed with mghf) E_LOAD with the
+//       install command; with @tensorflow/tfjs-core and its CPU backend installed beside it, the loss
+//       and its gradient through tfjs.
 // Only the npm registry is needed (sharp's prebuilt @img packages come from it).
 
 import t from 'tap';
@@ -148,6 +151,7 @@ try {
     catch (e) { out.cudaError = { code: e.code, message: e.message }; }
   }
 } catch (e) { out.error = { code: e.code, message: e.message }; }
+try { require('mghf/tfjs'); out.tfjs = null; } catch (e) { out.tfjs = { code: e.code, message: e.message }; }
 process.stdout.write(JSON.stringify(out) + '\\n');
 `;
 
@@ -156,6 +160,8 @@ interface ConsumerResult {
   loss?: number;
   cudaError?: { code: string; message: string } | null;
   error?: { code: string; message: string };
+  /** What require('mghf/tfjs') threw (null: it loaded). */
+  tfjs?: { code: string; message: string } | null;
 }
 
 function runConsumer(project: string, env: NodeJS.ProcessEnv): ConsumerResult {
@@ -265,7 +271,7 @@ t.test('npm pack ships exactly the package files', { skip: skipAll }, async (t) 
   const stray = files.filter((f) => !ALLOWED.some((re) => re.test(f)));
   t.same(stray, [], 'nothing outside dist/, prebuilds/, the default weights, native sources, binding.gyp, CMakeLists.txt, README.md, docs/MATH.md, package.json');
   for (const f of ['dist/index.js', 'dist/cli.js', 'dist/native.js', 'dist/doctor.js', 'prebuilds/linux-x64/mghf.glibc.node', 'binding.gyp', 'CMakeLists.txt',
-    'native/binding/addon.cc', 'native/core/backend_cpu.cpp', 'README.md', 'docs/MATH.md', 'package.json']) {
+    'native/binding/addon.cc', 'native/core/backend_cpu.cpp', 'README.md', 'docs/MATH.md', 'package.json', 'dist/tfjs.js', 'dist/tfjs.d.ts']) {
     t.ok(files.includes(f), `ships ${f}`);
   }
   t.equal(files.includes('prebuilds/linux-x64/mghf.cuda.node'), hasCudaPrebuild, 'ships the CUDA prebuild exactly when one was built');
@@ -289,6 +295,9 @@ t.test('(a) installs with no compiler on PATH and loads the prebuilt binary', { 
   const prebuilds = join(project, 'node_modules', 'mghf', 'prebuilds') + sep;
   t.ok(out.info?.binary.startsWith(prebuilds), `binary ${out.info?.binary} is under ${prebuilds}`);
   t.ok(out.loss !== undefined && close(out.loss, expectedLoss()), `loss ${out.loss} equals the repository build's ${expectedLoss()}`);
+  t.notOk(existsSync(join(project, 'node_modules', '@tensorflow')), 'the optional peer @tensorflow/tfjs-core is not installed with mghf');
+  t.equal(out.tfjs?.code, 'E_LOAD', "so require('mghf/tfjs') is E_LOAD");
+  t.match(out.tfjs?.message, /npm install @tensorflow\/tfjs/, 'naming what to install');
   bare = { project, env };
 
   const d = run(join(project, 'node_modules', '.bin', 'mghf'), ['doctor'], { cwd: project, env, timeout: 300_000 });
@@ -416,6 +425,48 @@ t.test('(d) a CUDA binary that does not load: the CPU prebuild is used, and devi
   t.equal(out.info?.backend, 'cpu');
   t.equal(out.cudaError?.code, 'E_UNSUPPORTED');
   t.match(out.cudaError?.message, /did not load/, 'the error says why');
+});
+
+t.test('(e) mghf/tfjs with @tensorflow/tfjs-core and its CPU backend installed beside mghf', { skip: skipAll }, async (t) => {
+  if (!bare) return t.fail('no installed package from (a)');
+  const project = join(work, 'consumer-tfjs');
+  const c = run('cp', ['-a', bare.project, project], { cwd: work, env: process.env });
+  t.equal(c.code, 0, said(c, 'copy of the installed project'));
+  const version = (JSON.parse(readFileSync(join(ROOT, 'node_modules', '@tensorflow', 'tfjs-core', 'package.json'), 'utf8')) as { version: string }).version;
+  const npm = join(bare.env.PATH as string, 'npm');
+  const r = run(npm, ['install', '--no-audit', '--no-fund', '--prefer-offline', `@tensorflow/tfjs-core@${version}`, `@tensorflow/tfjs-backend-cpu@${version}`], { cwd: project, env: bare.env });
+  t.equal(r.code, 0, said(r, `npm install @tensorflow/tfjs-core@${version} @tensorflow/tfjs-backend-cpu@${version} (the peer range accepts it)`));
+  if (r.code !== 0) return;
+  // tfjs-core's Node build registers no op gradients: train the picture itself (a variable), which
+  // needs none but mghf's.
+  const script = `
+    const tf = require('@tensorflow/tfjs-core'); require('@tensorflow/tfjs-backend-cpu');
+    const { mghfLossTf } = require('mghf/tfjs');
+    const m = require('mghf');
+    (async () => {
+      await tf.setBackend('cpu');
+      const dims = [1, 40, 40, 3], n = 4800, gtD = new Float32Array(n), srD = new Float32Array(n);
+      for (let i = 0; i < n; i++) { gtD[i] = 0.5 + 0.4 * Math.sin(i / 7); srD[i] = gtD[i] + 0.05 * Math.cos(i / 3); }
+      const weights = m.createWeights({ seed: 3 });
+      const f = mghfLossTf({ weights, device: 'cpu' });
+      const gt = tf.tensor4d(gtD, dims), sr = tf.variable(tf.tensor4d(srD, dims));
+      const ref = m.mghfLossSync({ data: srD, dims }, { data: gtD, dims }, { weights, device: 'cpu', layout: 'NHWC' }).loss;
+      const value = f(sr, gt).dataSync()[0];
+      const opt = tf.train.adam(0.002), losses = [];
+      for (let i = 0; i < 3; i++) losses.push(opt.minimize(() => f(sr, gt), true).dataSync()[0]);
+      console.log(JSON.stringify({ value, ref, losses }));
+    })().catch((e) => console.log(JSON.stringify({ error: String(e && e.stack) })));
+  `;
+  const o = run(process.execPath, ['-e', script], { cwd: project, env: bare.env, timeout: 120_000 });
+  let out: { value?: number; ref?: number; losses?: number[]; error?: string } = {};
+  try {
+    out = JSON.parse(o.stdout.trim().split('\n').pop() ?? '');
+  } catch {
+    return t.fail(said(o, 'the tfjs script printed no JSON', false));
+  }
+  t.notOk(out.error, out.error ?? 'no error');
+  t.ok(out.value !== undefined && out.ref !== undefined && close(out.value, out.ref), `the tfjs loss ${out.value} is mghfLossSync's ${out.ref}`);
+  t.ok(out.losses && out.losses[2] < out.losses[0], `three Adam steps on the picture lower it: ${out.losses?.join(' ')}`);
 });
 
 t.test('the test leaves no prebuilds/ in the repository', { skip: skipAll }, async (t) => {

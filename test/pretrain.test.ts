@@ -20,6 +20,7 @@ import { backendInfo } from '../lib/native';
 import { type PretrainOptions, type PretrainResult, type PretrainStart, nativeTrainer, runPretrain } from '../lib/pretrain';
 import { createWeights, loadWeights, saveWeightsSync, weightShapes } from '../lib/weights';
 import { fakeTrainer, type FakeTrainer } from './helpers/fake-trainer';
+import { writeStandInAddon } from './helpers/stand-in-addon';
 import { writeImageFolder } from './helpers/image-folder';
 
 const dir = mkdtempSync(join(tmpdir(), 'mghf-pretrain-'));
@@ -354,29 +355,6 @@ t.test('mghf pretrain: arguments', { skip: cliSkip }, async (t) => {
   t.match(noData.stderr, /absent does not exist/);
 });
 
-/**
- * A stand-in addon for the CLI child process: the stand-in trainer (transpiled from
- * helpers/fake-trainer.ts) with a slow trainStep, loaded through MGHF_BINARY.
- */
-function standInBinary(): string {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const ts = require('typescript') as typeof import('typescript');
-  const source = readFileSync(join(__dirname, 'helpers', 'fake-trainer.ts'), 'utf8');
-  const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } }).outputText;
-  writeFileSync(join(dir, 'fake-trainer.js'), js);
-  const shim = join(dir, 'stand-in-addon.js');
-  writeFileSync(
-    shim,
-    `const f = require('./fake-trainer.js').fakeTrainer();
-module.exports = {
-  trainerCreate: f.trainerCreate, trainEval: f.trainEval, trainerState: f.trainerState,
-  info: () => ({ cuda: { available: false, reason: 'a stand-in addon', deviceCount: 0 } }),
-  trainStep: async (...a) => { await new Promise((r) => setTimeout(r, 15)); return f.trainStep(...a); },
-};
-`,
-  );
-  return shim;
-}
 
 async function interruptAndResume(t0: Test, env: NodeJS.ProcessEnv, name: string): Promise<void> {
   const out = join(dir, `${name}.safetensors`);
@@ -416,7 +394,7 @@ async function interruptAndResume(t0: Test, env: NodeJS.ProcessEnv, name: string
 
 t.test('mghf pretrain (stand-in trainer): progress, Ctrl-C → checkpoint and exit 130, --resume', { skip: cliSkip }, async (t) => {
   await ready;
-  await interruptAndResume(t, { ...process.env, MGHF_BINARY: standInBinary() }, 'cli-stand-in');
+  await interruptAndResume(t, { ...process.env, MGHF_BINARY: writeStandInAddon(dir) }, 'cli-stand-in');
 });
 
 t.test('native: mghf pretrain runs, Ctrl-C checkpoints and exits 130, --resume continues', { skip: cliSkip || nativeSkip }, async (t) => {

@@ -23,7 +23,8 @@ struct CscWeights {
   double scale;  // Γ2: ∂L/∂L_csc
 };
 
-// sel and w are [B×M]. Adds Γ2·∂L_csc/∂S into dS ([B×N×P]) when dS is not null.
+// sel and w are [B×M]. Adds Γ2·∂L_csc/∂S into dS ([B×N×P]) when dS is not null; with
+// `by_kept`, dS is instead [B×M×P], the gradient of the b-th sample's i-th kept map at (b·M + i)·P.
 //
 // No gathered copy of the kept maps: S^w, G^w and ∂S^w as [M, H·W] buffers were the call's largest
 // temporaries (192 MiB at 512²). MSE and correlation read S and G in place, forming w·s in the
@@ -32,7 +33,7 @@ struct CscWeights {
 // sums, so the result is the gathered kernel's, bit for bit.
 template <class T, class Kn>
 CscParts csc_loss(const T* G, const T* S, int B, int N, int64_t P, int M, const int* sel,
-                  const double* w, const CscWeights& cw, T* dS) {
+                  const double* w, const CscWeights& cw, T* dS, bool by_kept = false) {
   CscParts out;
   const bool do_mse = cw.beta1 != 0, do_corr = cw.beta2 != 0, do_gram = cw.beta3 != 0;
   std::vector<double> mse_bi(static_cast<size_t>(M)), corr_bi(static_cast<size_t>(M));
@@ -43,11 +44,14 @@ CscParts csc_loss(const T* G, const T* S, int B, int N, int64_t P, int M, const 
   const double BMP = double(B) * M * double(P);
   for (int b = 0; b < B; ++b) {
     auto map = [&](const T* X, int64_t i) { return X + (int64_t(b) * N + sel[b * M + i]) * P; };
+    auto grad_of = [&](int64_t i) {
+      return by_kept ? dS + (int64_t(b) * M + i) * P : dS + (int64_t(b) * N + sel[b * M + i]) * P;
+    };
     // MSE and correlation, one kept map per task (P terms: double sums).
     parallel_for(M, [&](int64_t i) {
       const T* s = map(S, i);
       const T* g = map(G, i);
-      T* ds = dS ? dS + (int64_t(b) * N + sel[b * M + i]) * P : nullptr;
+      T* ds = dS ? grad_of(i) : nullptr;
       const T wi = T(w[b * M + i]);
       if (do_mse) {
         double acc = 0;
@@ -141,7 +145,7 @@ CscParts csc_loss(const T* G, const T* S, int B, int N, int64_t P, int M, const 
           Kn::conv1x1(M, M, n, A.data(), nullptr, xs.data(), dx.data(), false);
           for (int i = 0; i < M; ++i) {
             const T wi = T(w[b * M + i]);
-            T* ds = dS + (int64_t(b) * N + sel[b * M + i]) * P + p0;
+            T* ds = grad_of(i) + p0;
             const T* d = dx.data() + size_t(i) * n;
             for (int64_t p = 0; p < n; ++p) ds[p] += wi * d[p];
           }

@@ -73,11 +73,20 @@ void irb_backward(const IrbWeights<T>& w, int c, int h, int H, int W, const uint
 
 }  // namespace detail
 
+// Elements of the scratch dfe_forward needs (one sample's worth): the first block writes its output
+// directly (F, or a block buffer) and keeps ρ(z2), η(z2) in the scratch, ρ in the tape's exp ρ slot
+// when there is a tape; more blocks need a second N-map buffer to alternate with.
+template <class T>
+int64_t dfe_scratch_elems(const DfeArchitecture& a, int H, int W, bool with_tape) {
+  const int64_t P = int64_t(H) * W;
+  if (a.blocks > 1) return int64_t(a.channels) * P;
+  return (with_tape ? int64_t(1) : int64_t(2)) * a.half() * P;
+}
+
 // F [B, N, H, W] = DFE(x [B, 3, H, W]). With a tape, records what
 // dfe_backward needs. A raised `cancel` stops it between blocks (E_ABORTED).
-// `scratch`, when not null, is N·H·W elements the caller has no use for during
-// the call (the loss lends the buffer ∂L/∂S will occupy afterwards), saving
-// the largest temporary.
+// `scratch`, when not null, is dfe_scratch_elems elements the caller has no
+// use for during the call (the loss lends buffers that are filled only later).
 template <class T, class Kn>
 void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputRange range, T* F,
                  DfeTape<T>* tape, const CancelFlag* cancel = nullptr, T* scratch = nullptr) {
@@ -95,11 +104,12 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
       }
     }
   }
-  // Two N-map buffers alternate as block input and output (one is enough for one block: the last
-  // block writes into F). ρ(z2) and η(z2) live in the block's input buffer, dead once the 1×1 mix
-  // has read it: at 512² that is 128 MiB less than separate buffers.
-  Buffer<T> xh{size_t(3) * P}, own_z{scratch ? 0 : size_t(N) * P}, y{a.blocks > 1 ? size_t(N) * P : 0};
-  T* const zbuf = scratch ? scratch : own_z.data();
+  // The stem output is never stored whole (Kn::stem_mix feeds it to block 0's mix slab by slab).
+  // Block outputs before the last alternate between y and the scratch; a block's ρ and η live in
+  // its input buffer, dead once the mix has read it, block 0's in the scratch.
+  const int64_t need = dfe_scratch_elems<T>(a, H, W, tape != nullptr);
+  Buffer<T> xh{size_t(3) * P}, own{scratch ? 0 : size_t(need)}, y{a.blocks > 1 ? size_t(N) * P : 0};
+  T* const sbuf = scratch ? scratch : own.data();
   for (int b = 0; b < B; ++b) {
     const T* xb = x + int64_t(b) * 3 * P;
     for (int ch = 0; ch < 3; ++ch) {
@@ -111,33 +121,36 @@ void dfe_forward(const DfeWeights<T>& w, const T* x, int B, int H, int W, InputR
       else
         detail::elementwise(P, [&](int64_t i) { dst[i] = (src[i] - mean) / sd; });
     }
-    // z → y each block; the last block writes straight into F.
     T* Fb = F + int64_t(b) * N * P;
-    T* zp = a.blocks % 2 ? zbuf : y.data();
-    Kn::stem(N, H, W, w.stem_weight.data(), w.stem_bias.data(), xh.data(), zp);
+    T* zp = nullptr;  // block k's input; null for block 0 (the stem, fused into its mix)
     for (int k = 0; k < a.blocks; ++k) {
       throw_if_cancelled(cancel);
-      T* yp = k == a.blocks - 1 ? Fb : (zp == zbuf ? y.data() : zbuf);
+      T* yp = k == a.blocks - 1 ? Fb : (k % 2 == 0 ? y.data() : sbuf);
       const BlockWeights<T>& bw = w.block[k];
       BlockTape<T>* bt = tape ? &tape->block[k] : nullptr;
       // Masks only when a backward will follow.
       auto m1p = [&](IrbTape* it) { return it ? it->m1.data() + b * mb : nullptr; };
       auto m2p = [&](IrbTape* it) { return it ? it->m2.data() + b * mb : nullptr; };
-      Kn::conv1x1(N, N, P, bw.mix_weight.data(), bw.mix_bias.data(), zp, yp, false);
+      if (k == 0)
+        Kn::stem_mix(N, H, W, w.stem_weight.data(), w.stem_bias.data(), bw.mix_weight.data(),
+                     bw.mix_bias.data(), xh.data(), yp);
+      else
+        Kn::conv1x1(N, N, P, bw.mix_weight.data(), bw.mix_bias.data(), zp, yp, false);
       T* z1 = yp;
       T* z2 = yp + cP;
       // z2 ← z2 + φ(z1)
       detail::irb_forward<T, Kn>(bw.phi, c, h, H, W, z1, z2, true, m1p(bt ? &bt->phi : nullptr),
                                  m2p(bt ? &bt->phi : nullptr));
-      // z1 ← z1 ⊙ exp(ρ(z2)) + η(z2)
-      T* Rp = zp;
-      T* Ep = zp + cP;
+      // z1 ← z1 ⊙ exp(ρ(z2)) + η(z2); ρ goes straight to the tape's exp ρ slot (exp in place).
+      T* tz1 = bt ? bt->z1.data() + b * cP : nullptr;
+      T* tE = bt ? bt->E.data() + b * cP : nullptr;
+      T* room = k == 0 ? sbuf : zp;
+      T* Rp = tE ? tE : room;
+      T* Ep = tE ? room : room + cP;
       detail::irb_forward<T, Kn>(bw.rho, c, h, H, W, z2, Rp, false,
                                  m1p(bt ? &bt->rho : nullptr), m2p(bt ? &bt->rho : nullptr));
       detail::irb_forward<T, Kn>(bw.eta, c, h, H, W, z2, Ep, false,
                                  m1p(bt ? &bt->eta : nullptr), m2p(bt ? &bt->eta : nullptr));
-      T* tz1 = bt ? bt->z1.data() + b * cP : nullptr;
-      T* tE = bt ? bt->E.data() + b * cP : nullptr;
       detail::coupling_forward<T, Kn>(cP, Rp, Ep, z1, tz1, tE);
       zp = yp;
     }

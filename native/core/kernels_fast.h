@@ -109,6 +109,27 @@ struct FastKernels {
       fast_kernels().matmul(N, 27, n, w, col.data(), n, z + p0, P, true);
     });
   }
+  // out = mix(stem(xh)) slab by slab: the stem's N maps of a slab of rows go straight into the
+  // first block's 1×1 mix, so the stem output (N·H·W floats, 128 MiB at 512²) is never stored.
+  static void stem_mix(int N, int H, int W, const float* ws, const float* bs, const float* wm,
+                       const float* bm, const float* xh, float* out) {
+    const int64_t P = int64_t(H) * W;
+    const int rows = std::max(1, int(kMixSlab / W));
+    parallel_for((H + rows - 1) / rows, [&](int64_t si) {
+      const int y0 = int(si) * rows, y1 = std::min(H, y0 + rows);
+      const int64_t p0 = int64_t(y0) * W, n = int64_t(y1 - y0) * W;
+      static thread_local std::vector<float> col, z;
+      col.resize(size_t(27) * n);
+      z.resize(size_t(N) * n);
+      stem_im2col(H, W, y0, y1, xh, col.data());
+      for (int m = 0; m < N; ++m) std::fill(z.begin() + m * n, z.begin() + (m + 1) * n, bs[m]);
+      fast_kernels().matmul(N, 27, n, ws, col.data(), n, z.data(), n, true);
+      for (int m = 0; m < N; ++m) std::fill(out + m * P + p0, out + m * P + p0 + n, bm[m]);
+      fast_kernels().matmul(N, N, n, wm, z.data(), n, out + p0, P, true);
+    });
+  }
+  static constexpr int64_t kMixSlab = 2048;  // pixels: N·2048 floats (1 MiB at N = 128) per thread
+
   // dxh = col2im(wᵀ·dz), a slab of rows per task; each slab recomputes the product for the row
   // above and below it (col2im reads them) instead of keeping 27·H·W floats.
   static void stem_backward(int N, int H, int W, const float* w, const float* dz, float* dxh) {

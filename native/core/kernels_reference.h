@@ -199,6 +199,13 @@ struct ReferenceKernels {
   }
 
   // z[N×P] = conv3x3(xh[3×P]; w [N×3×3×3], b [N]), stride 1, zero padding 1.
+  // out = mix(stem(xh)): the stem and the first block's 1×1 mix, composed plainly.
+  static void stem_mix(int N, int H, int Wd, const T* ws, const T* bs, const T* wm, const T* bm,
+                       const T* xh, T* out) {
+    std::vector<T> z(size_t(N) * H * Wd);
+    stem(N, H, Wd, ws, bs, xh, z.data());
+    conv1x1(N, N, int64_t(H) * Wd, wm, bm, z.data(), out, false);
+  }
   static void stem(int N, int H, int Wd, const T* w, const T* b, const T* xh, T* z) {
     const int64_t P = int64_t(H) * Wd;
     for (int n = 0; n < N; ++n)

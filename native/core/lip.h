@@ -5,6 +5,7 @@
 // channel's plane, which no other task touches.
 #pragma once
 #include <cmath>
+#include <functional>
 #include <cstdint>
 #include <vector>
 
@@ -44,12 +45,15 @@ struct LipScratch {
   std::vector<double> qn, work;
 };
 
-// Returns L_lip = (1/(B·N)) Σ_{b,k} Σ_i l_i; adds scale·∂L_lip/∂S into dS.
+// Returns L_lip = (1/(B·N)) Σ_{b,k} Σ_i l_i; adds scale·∂L_lip/∂S into dS. With `on_map`
+// instead, each map's gradient is accumulated in a plane of the calling thread and handed to
+// on_map(b·N + k, plane) once that map is done (the loss then owns where it goes; dS unused).
 // o.monce.cancel raised: the remaining maps are skipped, monce stops between
 // iterations, and it throws E_ABORTED.
 template <class T, class Kn>
 double lip_loss(const T* G, const T* S, int B, int N, int H, int W, const LipOptions& o,
-                double scale, T* dS) {
+                double scale, T* dS,
+                const std::function<void(int64_t, const T*)>* on_map = nullptr) {
   const PatchGrid grid = patch_grid(H, W, o);
   const int P = int(grid.y0.size()), s = o.patch, D = s * s;
   const int64_t plane = int64_t(H) * W;
@@ -87,16 +91,19 @@ double lip_loss(const T* G, const T* S, int B, int N, int H, int W, const LipOpt
     embed(splane, q, qn);
     embed(gplane, g, nullptr);
     Kn::matmul_nt(P, D, P, q, D, g, D, sim, P, false);  // sim = q·gᵀ
-    if (dS) sc.dsim.resize(size_t(P) * P);
+    const bool want_grad = dS || on_map;
+    if (want_grad) sc.dsim.resize(size_t(P) * P);
     per_map[size_t(bk)] =
-        Kn::monce(P, sim, o.monce, g0, dS ? sc.dsim.data() : nullptr, sc.work, sc.kwork);
-    if (!dS || cancel_requested(o.monce.cancel)) return;
+        Kn::monce(P, sim, o.monce, g0, want_grad ? sc.dsim.data() : nullptr, sc.work, sc.kwork);
+    if (!want_grad || cancel_requested(o.monce.cancel)) return;
     // ∂/∂q = ∂sim · g, then through q = v / (‖v‖ + δ):
     // ∂v = ∂q/(n+δ) − v·(v·∂q)/(n·(n+δ)²), the second term 0 where n = 0.
     sc.dq.resize(size_t(P) * D);
     T* dq = sc.dq.data();
     Kn::matmul(P, P, D, sc.dsim.data(), g, D, dq, D, false);
-    T* dplane = dS + bk * plane;
+    static thread_local std::vector<T> own_plane;
+    if (on_map) own_plane.assign(size_t(plane), T(0));
+    T* dplane = on_map ? own_plane.data() : dS + bk * plane;
     for (int i = 0; i < P; ++i) {
       const T* dqi = dq + size_t(i) * D;
       const double n = qn[size_t(i)], inv = 1.0 / (n + kPatchNormEps);
@@ -110,6 +117,7 @@ double lip_loss(const T* G, const T* S, int B, int N, int H, int W, const LipOpt
           dv[dx] += T(double(dqi[dy * s + dx]) * inv - double(v[dx]) * c);
       }
     }
+    if (on_map) (*on_map)(bk, dplane);
   });
   throw_if_cancelled(o.monce.cancel);
   double total = 0;

@@ -259,18 +259,24 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
   cuda::upload(w, mem.w, stream);
   upload_array(sr, size_t(s.size()), mem.sr, stream);
   upload_array(gt, size_t(s.size()), mem.gt, stream);
+  // Forward only (opts.grad false): no tape, no ∂L/∂S, no backward, as on the CPU.
+  const bool grad = opt.grad;
   mem.G.resize(size_t(count));
   mem.S.resize(size_t(count));
-  mem.dS.resize(size_t(count));
+  if (grad) mem.dS.resize(size_t(count));
   cuda::dfe_forward(mem.w, mem.gt.data(), s.B, s.H, s.W, opt.range, mem.G.data(), nullptr,
                     mem.scratch, stream);
   check_device(mem.G.data(), count, NumericStage::DfeForwardGt, "the features of gt");
   throw_if_cancelled(opt.cancel);
-  cuda::dfe_forward(mem.w, mem.sr.data(), s.B, s.H, s.W, opt.range, mem.S.data(), &mem.tape,
-                    mem.scratch, stream);
+  cuda::dfe_forward(mem.w, mem.sr.data(), s.B, s.H, s.W, opt.range, mem.S.data(),
+                    grad ? &mem.tape : nullptr, mem.scratch, stream);
   check_device(mem.S.data(), count, NumericStage::DfeForwardSr, "the features of sr");
-  if (count)
+  if (grad && count)
     MGHF_CUDA_CHECK(cudaMemsetAsync(mem.dS.data(), 0, size_t(count) * sizeof(float), stream));
+  float* const dS = grad ? mem.dS.data() : nullptr;
+  auto check_gradient = [&](NumericStage stage) {
+    if (grad) check_device(dS, count, stage, "its gradient");
+  };
   clock.lap("dfe_forward");
 
   const float* G = mem.G.data();
@@ -279,9 +285,9 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
     throw_if_cancelled(opt.cancel);
     r.n = cuda::sum_squared_difference(S, G, count, stream) / double(count);
     // ∂(Γ1·L_n)/∂S = Γ1 · 2 (S − G) / (B·N·H·W)
-    cuda::n_gradient(S, G, count, float(g1 * 2.0 / double(count)), mem.dS.data(), stream);
+    if (grad) cuda::n_gradient(S, G, count, float(g1 * 2.0 / double(count)), dS, stream);
     check_finite_value(r.n, NumericStage::N, "L_n", ctx);
-    check_device(mem.dS.data(), count, NumericStage::N, "its gradient");
+    check_gradient(NumericStage::N);
     clock.lap("n");
   }
   if (do_csc) {
@@ -297,7 +303,7 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
     throw_if_cancelled(opt.cancel);
     const CscWeights cw{b1 ? opt.beta1 : 0, b2 ? opt.beta2 : 0, b3 ? opt.beta3 : 0, g2};
     const CscParts parts =
-        cuda::csc(G, S, s.B, N, P, M, sel.data(), wts.data(), cw, mem.dS.data(), stream);
+        cuda::csc(G, S, s.B, N, P, M, sel.data(), wts.data(), cw, dS, stream);
     r.mse = b1 ? parts.mse : 0;
     r.corr = b2 ? parts.corr : 0;
     r.gram = b3 ? parts.gram : 0;
@@ -306,7 +312,7 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
     check_finite_value(r.corr, NumericStage::Csc, "corr", ctx);
     check_finite_value(r.gram, NumericStage::Csc, "gram", ctx);
     check_finite_value(r.csc, NumericStage::Csc, "csc", ctx);
-    check_device(mem.dS.data(), count, NumericStage::Csc, "its gradient");
+    check_gradient(NumericStage::Csc);
     if (opt.details) {
       r.importance = std::move(imp);
       r.selected = std::move(sel);
@@ -317,24 +323,22 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
     throw_if_cancelled(opt.cancel);
     LipOptions lip = opt.lip;
     lip.monce.cancel = opt.cancel;
-    r.lip = cuda::lip(G, S, s.B, N, s.H, s.W, lip, g3, mem.dS.data(), stream);
+    r.lip = cuda::lip(G, S, s.B, N, s.H, s.W, lip, g3, dS, stream);
     check_finite_value(r.lip, NumericStage::Lip, "L_lip", ctx);
-    check_device(mem.dS.data(), count, NumericStage::Lip, "its gradient");
+    check_gradient(NumericStage::Lip);
     clock.lap("lip");
   }
   r.loss = g1 * r.n + g2 * r.csc + g3 * r.lip;
   if (!c) r.loss = r.n;
   check_finite_value(r.loss, NumericStage::Total, "the loss", ctx);
-  if (!opt.grad) {
-    // Forward only: the terms above still accumulate ∂L/∂S on the GPU (they are written with
-    // it); only the DFE backward and the download are skipped. The CPU backend skips it all.
+  if (!grad) {
     stream.sync();
     clock.collect(r.timings);
     return r;
   }
   throw_if_cancelled(opt.cancel);
   mem.dx.resize(size_t(s.size()));
-  cuda::dfe_backward(mem.w, mem.tape, mem.dS.data(), s.B, s.H, s.W, opt.range, mem.dx.data(),
+  cuda::dfe_backward(mem.w, mem.tape, dS, s.B, s.H, s.W, opt.range, mem.dx.data(),
                      mem.scratch, stream);
   if (s.size())
     MGHF_CUDA_CHECK(cudaMemcpyAsync(r.grad.data(), mem.dx.data(), size_t(s.size()) * sizeof(float),

@@ -1,7 +1,7 @@
 // SPEC §5 as an op: `csc` (G, S, selected, weights [, dS] → mse, corr, gram,
-// csc, dS), the csc_loss the loss runs. dS is the gradient so far: the op adds
-// scale·∂L_csc/∂S into a copy of it, in the order mghf_loss adds it, so a
-// composition reproduces the loss's gradient bit for bit.
+// csc, dS), the csc_loss the loss runs. dS (optional) is the gradient so far:
+// the op adds scale·∂L_csc/∂S into a copy of it (or into zeros, the term's
+// gradient alone, as mghf_loss computes it before assembling ∂L/∂S).
 #include "csc.h"
 #include "kernels_fast.h"
 #include "numeric_checks.h"

@@ -180,8 +180,7 @@ inline void same_dims(const Value& a, const Value& b, const std::string& op, con
 }
 
 // The optional accumulator `dS` at input i (the gradient so far, the dims of
-// `like`), or zeros: the op adds its term's gradient into it in place, in the
-// order the loss adds it.
+// `like`), or zeros: the op adds its term's gradient into it in place.
 inline Value gradient_accumulator(std::vector<Value>& in, size_t i, const Value& like,
                                   const std::string& op) {
   if (!present(in, i)) {
