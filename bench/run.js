@@ -20,7 +20,8 @@
 // --variant n|c|all (default all), --c-peer-repeat R (timed runs of the slow MGHF-c PyTorch
 // peers, default 3, after one warm-up), --no-toggles (skip the Γ-toggle cross-check), --no-gpu
 // (skip the CUDA part), --gpu-repeat R (timed runs on the GPU, ours and peers, default 20, after 3
-// warm-ups).
+// warm-ups), --ops (only the per-op table of bench/ops.js and the composition overhead; honours
+// --repeat, --warmup, --json).
 // Environment: MGHF_NUM_THREADS (default 2, read by the addon when it loads),
 // MGHF_BENCH_PYTHON (default /usr/bin/python3).
 'use strict';
@@ -55,7 +56,7 @@ const PEER_SCRIPT = path.join(__dirname, 'torch_peer.py');
 function parseCli() {
   const USAGE =
     'Usage: node bench/run.js [--repeat R] [--warmup W] [--json FILE] [--no-peers] [--variant n|c|all] ' +
-    '[--c-peer-repeat R] [--no-toggles] [--no-gpu] [--gpu-repeat R] [--no-train | --train-only]';
+    '[--c-peer-repeat R] [--no-toggles] [--no-gpu] [--gpu-repeat R] [--no-train | --train-only] [--ops]';
   let values;
   try {
     ({ values } = parseArgs({
@@ -71,6 +72,7 @@ function parseCli() {
         'gpu-repeat': { type: 'string', default: '20' },
         'no-train': { type: 'boolean', default: false },
         'train-only': { type: 'boolean', default: false },
+        ops: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -99,7 +101,7 @@ function parseCli() {
   return {
     repeat, warmup, json: values.json, peers: !values['no-peers'], cPeerRepeat,
     doN: values.variant !== 'c', doC: values.variant !== 'n', toggles: !values['no-toggles'],
-    gpu: !values['no-gpu'], gpuRepeat, train: !values['no-train'], trainOnly: values['train-only'],
+    gpu: !values['no-gpu'], gpuRepeat, train: !values['no-train'], trainOnly: values['train-only'], ops: values.ops,
   };
 }
 
@@ -611,6 +613,16 @@ async function trainThroughput(addon, device, label, B, crop, classes, steps) {
 }
 
 const cli = parseCli();
+if (cli.ops) {
+  const lib = loadLibrary();
+  const res = require('./ops').runOps(lib, { makeInputs, median, table, cases: CASES }, cli);
+  if (cli.json) {
+    fs.mkdirSync(path.dirname(path.resolve(cli.json)), { recursive: true });
+    fs.writeFileSync(cli.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: os.cpus()[0]?.model ?? null, backend: lib.backendInfo(), repeat: cli.repeat, warmup: cli.warmup, ...res }, null, 2) + '\n');
+    console.log(`\nwrote ${cli.json}`);
+  }
+  process.exit(0);
+}
 if (!cli.trainOnly) main(cli);
 if (cli.train) {
   pretrainThroughput().catch((err) => {
