@@ -19,6 +19,22 @@ export {
   type LipValue,
   type MseTermValue,
 } from './ops';
+export {
+  AdamState,
+  type AdamOptions,
+  type AddOptions,
+  type CharbonnierOptions,
+  type Conv2dBackwardOptions,
+  type Conv2dGrads,
+  type Conv2dOptions,
+  type Conv2dPadding,
+  type LeakyReluOptions,
+  type PixelLossOptions,
+  type PixelLossValue,
+  type ResizeBackwardOptions,
+  type ResizeOptions,
+  type WithDx,
+} from './trainer-ops';
 export { MghfError, type MghfErrorCode } from './errors';
 export {
   loadWeights,

@@ -10,6 +10,7 @@ import { OPTION_BOUNDS, type BoundedOption, boundText, checkCost, checkReweight,
 import { toSelected, type InputRange } from './loss';
 import { type NativeAddon, type NativeOpValue, type NativeWeights, type OpHandle, loadedAddon, native, rethrowNative } from './native';
 import { Tensor, type TensorLike, type TensorLocation, disposedError } from './tensor';
+import { trainerOps } from './trainer-ops';
 import { checkFinite, checkOptions, is, toImageTensor } from './validate';
 import { type DfeWeights, checkWeights, defaultWeights } from './weights';
 
@@ -521,4 +522,6 @@ export const ops = Object.freeze({
     runAsync(prepareMseTerm(G, S, opts)) as Promise<WithGrad<O, MseTermValue>>,
   mseTermSync: <O extends TermOptions = TermOptions>(G: In, S: In, opts?: O): WithGrad<O, MseTermValue> =>
     runSync(prepareMseTerm(G, S, opts)) as WithGrad<O, MseTermValue>,
+  /** The trainer ops of issue 16 (lib/trainer-ops.ts): conv2d, pixelShuffle, relu, leakyRelu, add, l1, charbonnier, resize, adam. */
+  ...trainerOps,
 });

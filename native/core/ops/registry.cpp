@@ -12,6 +12,7 @@ const std::vector<OpInfo>& table() {
     register_csc_ops(l);
     register_lip_ops(l);
     register_n_ops(l);
+    register_trainer_ops(l);
     return l;
   }();
   return list;

@@ -27,6 +27,8 @@ void register_entropy_ops(std::vector<OpInfo>& list);
 void register_csc_ops(std::vector<OpInfo>& list);
 void register_lip_ops(std::vector<OpInfo>& list);
 void register_n_ops(std::vector<OpInfo>& list);
+// The trainer ops of issue 16 (ops/trainer_ops.h lists their groups).
+void register_trainer_ops(std::vector<OpInfo>& list);
 
 }  // namespace ops
 }  // namespace mghf
