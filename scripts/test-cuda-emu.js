@@ -54,10 +54,10 @@ if (tap.status !== 0) fail(`test/cuda.test.ts on the emulated backend exited wit
 
 // Union of every coverage file: "1 name file" for an executed kernel, "0 name file" otherwise.
 const kernels = new Map();
-const files = ['ctest-parity.txt', 'ctest-train.txt', 'tap.txt'];
+const files = ['ctest-parity.txt', 'ctest-train.txt', 'ctest-trainer-ops.txt', 'tap.txt'];
 for (const name of files) {
   const path = join(COVERAGE, name);
-  if (!existsSync(path)) fail(`${path} is missing: did ctest run the emulated tests (cuda_parity_emu, cuda_train_parity_emu)?`);
+  if (!existsSync(path)) fail(`${path} is missing: did ctest run the emulated tests (cuda_parity_emu, cuda_train_parity_emu, cuda_trainer_ops_parity_emu)?`);
   for (const line of readFileSync(path, 'utf8').split('\n').filter(Boolean)) {
     const [flag, kernel, file] = line.split(' ');
     const prev = kernels.get(kernel);
@@ -66,5 +66,5 @@ for (const name of files) {
 }
 const missing = [...kernels].filter(([, k]) => !k.executed).map(([name, k]) => `${name} (${k.file})`);
 console.log(`cuda-emu: ${kernels.size - missing.length} of ${kernels.size} kernels in native/core/cuda/ executed ` +
-  `(ctest parity, ctest trainer, test/cuda.test.ts in ${seconds} s), 0 emulator errors`);
+  `(ctest parity, ctest trainer, ctest trainer ops, test/cuda.test.ts in ${seconds} s), 0 emulator errors`);
 if (missing.length > 0) fail(`never executed: ${missing.join(', ')}`);
