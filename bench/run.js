@@ -21,7 +21,8 @@
 // peers, default 3, after one warm-up), --no-toggles (skip the Γ-toggle cross-check), --no-gpu
 // (skip the CUDA part), --gpu-repeat R (timed runs on the GPU, ours and peers, default 20, after 3
 // warm-ups), --ops (only the per-op table of bench/ops.js and the composition overhead; honours
-// --repeat, --warmup, --json).
+// --repeat, --warmup, --json), --sr (only one training step of the examples/sr network, L1 and
+// L1 + MGHF-c, beside tfjs's pure-JS CPU backend: bench/sr-step.js; --no-tfjs skips tfjs).
 // Environment: MGHF_NUM_THREADS (default 2, read by the addon when it loads),
 // MGHF_BENCH_PYTHON (default /usr/bin/python3).
 'use strict';
@@ -56,7 +57,7 @@ const PEER_SCRIPT = path.join(__dirname, 'torch_peer.py');
 function parseCli() {
   const USAGE =
     'Usage: node bench/run.js [--repeat R] [--warmup W] [--json FILE] [--no-peers] [--variant n|c|all] ' +
-    '[--c-peer-repeat R] [--no-toggles] [--no-gpu] [--gpu-repeat R] [--no-train | --train-only] [--ops]';
+    '[--c-peer-repeat R] [--no-toggles] [--no-gpu] [--gpu-repeat R] [--no-train | --train-only] [--ops] [--sr [--no-tfjs]]';
   let values;
   try {
     ({ values } = parseArgs({
@@ -73,6 +74,8 @@ function parseCli() {
         'no-train': { type: 'boolean', default: false },
         'train-only': { type: 'boolean', default: false },
         ops: { type: 'boolean', default: false },
+        sr: { type: 'boolean', default: false },
+        'no-tfjs': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -102,6 +105,7 @@ function parseCli() {
     repeat, warmup, json: values.json, peers: !values['no-peers'], cPeerRepeat,
     doN: values.variant !== 'c', doC: values.variant !== 'n', toggles: !values['no-toggles'],
     gpu: !values['no-gpu'], gpuRepeat, train: !values['no-train'], trainOnly: values['train-only'], ops: values.ops,
+    sr: values.sr, tfjs: !values['no-tfjs'],
   };
 }
 
@@ -623,10 +627,25 @@ if (cli.ops) {
   }
   process.exit(0);
 }
-if (!cli.trainOnly) main(cli);
-if (cli.train) {
-  pretrainThroughput().catch((err) => {
-    console.error(`bench: pretraining throughput failed: ${err.message}`);
-    process.exitCode = 1;
-  });
+if (cli.sr) {
+  require('./sr-step').runSrStep(loadLibrary(), cli).then(
+    (res) => {
+      if (cli.json) {
+        fs.mkdirSync(path.dirname(path.resolve(cli.json)), { recursive: true });
+        fs.writeFileSync(cli.json, JSON.stringify({ date: new Date().toISOString(), node: process.version, cpu: os.cpus()[0]?.model ?? null, ...res }, null, 2) + '\n');
+      }
+    },
+    (err) => {
+      console.error(`bench: the SR training step failed: ${err.stack ?? err.message}`);
+      process.exitCode = 1;
+    },
+  );
+} else {
+  if (!cli.trainOnly) main(cli);
+  if (cli.train) {
+    pretrainThroughput().catch((err) => {
+      console.error(`bench: pretraining throughput failed: ${err.message}`);
+      process.exitCode = 1;
+    });
+  }
 }

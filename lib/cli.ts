@@ -453,6 +453,57 @@ async function runShow(values: Values): Promise<number> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// mghf upscale
+
+const UPSCALE_EXTENSIONS = /\.(png|jpe?g)$/i;
+
+async function runUpscale(values: Values): Promise<number> {
+  const command = 'upscale';
+  const model = requireString(values, 'model', command);
+  const input = requireString(values, 'in', command);
+  const outDir = requireString(values, 'out', command);
+  const tile = intFlag(values, 'tile', command, 0);
+  // The default is the CPU here, not auto: the trainer ops run on the CPU in this version.
+  const device = values.device === undefined ? { name: 'cpu' } : await resolveDeviceFlag(deviceFlag(values, command));
+  if (device.name !== 'cpu') {
+    throw new MghfError('E_UNSUPPORTED', `mghf upscale runs on the CPU in this version (the trainer ops have no CUDA binding yet); use --device cpu`, { argument: '--device' });
+  }
+  const { promises: fsp } = await import('node:fs');
+  const { basename, extname, join } = await import('node:path');
+  const { SrNet } = await import('./srnet');
+  const { upscaleImage } = await import('./upscale');
+  const { decodeImage, saveImage, fileErrorText } = await import('./image');
+  let inputs: string[];
+  let stat;
+  try {
+    stat = await fsp.stat(input);
+  } catch (err) {
+    throw new MghfError('E_ARGUMENT', `--in ${input}: ${fileErrorText(err)}`, { argument: '--in' });
+  }
+  if (stat.isDirectory()) {
+    inputs = (await fsp.readdir(input)).filter((n) => UPSCALE_EXTENSIONS.test(n)).sort().map((n) => join(input, n));
+    if (inputs.length === 0) throw new MghfError('E_ARGUMENT', `--in ${input}: the folder has no PNG or JPEG images`, { argument: '--in' });
+  } else {
+    inputs = [input];
+  }
+  const net = await SrNet.load(model);
+  await fsp.mkdir(outDir, { recursive: true });
+  const t0 = performance.now();
+  for (const file of inputs) {
+    const lr = await decodeImage(file);
+    const sr = await upscaleImage(net, lr, tile !== undefined ? { tile } : {});
+    const out = join(outDir, basename(file, extname(file)) + '.png');
+    await saveImage(sr, out);
+    process.stdout.write(`${file} [${lr.dims[3]}×${lr.dims[2]}] → ${out} [${sr.dims[3]}×${sr.dims[2]}]\n`);
+    lr.dispose();
+    sr.dispose();
+  }
+  process.stdout.write(`Upscaled ${inputs.length} image${inputs.length === 1 ? '' : 's'} ×4 with ${model} (${net.config.blocks} blocks, ${net.config.channels} channels) on the CPU in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+  net.dispose();
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
 // mghf doctor
 
 async function runDoctorCommand(values: Values): Promise<number> {
@@ -550,6 +601,27 @@ const COMMANDS: Record<string, Command> = {
       help: { type: 'boolean', short: 'h' },
     },
     run: runShow,
+  },
+  upscale: {
+    summary: 'apply a trained ×4 SR model (examples/sr) to an image or a folder of images',
+    synopsis: '--model <model.safetensors> --in <image|dir> --out <dir> [--tile 128] [--device cpu]',
+    details: [
+      '  --model <file>      an SR model saved by SrNet.save (examples/sr/models/*.safetensors)',
+      '  --in <image|dir>    a PNG/JPEG image, or a folder of them',
+      '  --out <dir>         where the ×4 PNGs are written, with the input names',
+      '  --tile N            LR tile side (default 128; 0: whole image at once); tiles overlap by',
+      '                      more than the network sees, so the result equals the untiled one',
+      '  --device D          cpu (the trainer ops run on the CPU in this version)',
+    ].join('\n'),
+    options: {
+      model: { type: 'string' },
+      in: { type: 'string' },
+      out: { type: 'string' },
+      tile: { type: 'string' },
+      device: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    run: runUpscale,
   },
   doctor: {
     summary: 'check the installation: binary loaded, CUDA and why not, versions, a tiny loss and pretraining step on each backend',
