@@ -7,7 +7,7 @@
 // Every run is deterministic (same seed → same crops, same result), so a run whose model file
 // exists is not trained again: rerunning the script after an interruption finishes the work.
 //
-//   npm run example:sr -- [--quick] [--steps-base 1500] [--steps-ft 300] [--batch 8] [--crop 96] …
+//   npm run example:sr -- [--quick] [--steps-base 3000] [--steps-ft 300] [--batch 8] [--crop 96] …
 import { promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -25,7 +25,7 @@ const { values } = parseArgs({
     bench: { type: 'string', default: resolve(__dirname, '../../../shared/data/sr-bench') },
     out: { type: 'string', default: resolve(__dirname, '../../examples/sr') },
     images: { type: 'string', default: '1200' },
-    'steps-base': { type: 'string', default: '1500' },
+    'steps-base': { type: 'string', default: '3000' },
     'steps-ft': { type: 'string', default: '300' },
     batch: { type: 'string', default: '8' },
     crop: { type: 'string', default: '96' },
@@ -33,8 +33,8 @@ const { values } = parseArgs({
     blocks: { type: 'string', default: '4' },
     'lr-base': { type: 'string', default: '1e-3' },
     'lr-ft': { type: 'string', default: '2e-4' },
-    'lambdas-n': { type: 'string', default: '0.1,0.5,2' },
-    'lambdas-c': { type: 'string', default: '0.1,0.5,2' },
+    'lambdas-n': { type: 'string', default: '0.03,0.1,0.3' },
+    'lambdas-c': { type: 'string', default: '0.003,0.01,0.03' },
     seed: { type: 'string', default: '1' },
     quick: { type: 'boolean', default: false },
   },

@@ -34,7 +34,7 @@ function smooth(v: number[], k: number): number[] {
  */
 export async function writeLossPlot(file: string, runs: Array<{ label: string; history: HistoryPoint[]; offset: number }>): Promise<void> {
   const W = 900, H = 340, pad = 60;
-  const panel = (x0: number, w: number, title: string, series: Array<{ label: string; xs: number[]; ys: number[] }>, logY: boolean) => {
+  const panel = (x0: number, w: number, title: string, series: Array<{ label: string; colour: string; xs: number[]; ys: number[] }>, logY: boolean) => {
     const allX = series.flatMap((s) => s.xs), allY = series.flatMap((s) => s.ys).filter((y) => y > 0);
     const xmin = Math.min(...allX), xmax = Math.max(...allX);
     const f = (y: number) => (logY ? Math.log10(y) : y);
@@ -54,15 +54,15 @@ export async function writeLossPlot(file: string, runs: Array<{ label: string; h
     svg += `<text x="${x0 + w / 2}" y="${H - 12}" text-anchor="middle" font-size="12" font-family="sans-serif">step</text>`;
     series.forEach((s, i) => {
       const pts = s.xs.map((x, j) => `${px(x).toFixed(1)},${py(Math.max(s.ys[j], 1e-12)).toFixed(1)}`).join(' ');
-      svg += `<polyline points="${pts}" fill="none" stroke="${COLOURS[i % COLOURS.length]}" stroke-width="1.5"/>`;
-      svg += `<text x="${x0 + pad + 8}" y="${46 + 14 * i}" font-size="11" font-family="sans-serif" fill="${COLOURS[i % COLOURS.length]}">${esc(s.label)}</text>`;
+      svg += `<polyline points="${pts}" fill="none" stroke="${s.colour}" stroke-width="1.5"/>`;
+      svg += `<text x="${x0 + pad + 8}" y="${46 + 14 * i}" font-size="11" font-family="sans-serif" fill="${s.colour}">${esc(s.label)}</text>`;
     });
     return svg;
   };
   const k = (h: HistoryPoint[]) => Math.max(1, Math.round(h.length / 30));
-  const l1Series = runs.map((r) => ({ label: r.label, xs: r.history.map((p) => p.step + r.offset), ys: smooth(r.history.map((p) => p.l1), k(r.history)) }));
-  const ft = runs.filter((r) => r.offset > 0);
-  const totalSeries = ft.map((r) => ({ label: r.label, xs: r.history.map((p) => p.step), ys: smooth(r.history.map((p) => p.loss), k(r.history)) }));
+  const colour = (i: number) => COLOURS[i % COLOURS.length];
+  const l1Series = runs.map((r, i) => ({ label: r.label, colour: colour(i), xs: r.history.map((p) => p.step + r.offset), ys: smooth(r.history.map((p) => p.l1), k(r.history)) }));
+  const totalSeries = runs.map((r, i) => ({ r, i })).filter(({ r }) => r.offset > 0).map(({ r, i }) => ({ label: r.label, colour: colour(i), xs: r.history.map((p) => p.step), ys: smooth(r.history.map((p) => p.loss), k(r.history)) }));
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${2 * W}" height="${H}"><rect width="100%" height="100%" fill="white"/>` +
     panel(0, W, 'Training L1 (smoothed, log scale)', l1Series, true) +
     panel(W, W, 'Fine-tunes: total loss L1 + λ·MGHF (smoothed, log scale)', totalSeries, true) +
