@@ -2,8 +2,8 @@
 // few other shapes (SPEC §8: both backends within the reference tolerances).
 // Without a usable GPU the whole file is skipped with the reason the native
 // side gives (built without CUDA, no driver, driver too old, no device, …).
-import t from 'tap';
-import { MghfError, backendInfo, createWeights, dfeFeaturesSync, mghfLoss, mghfLossSync } from '../lib/index';
+import t, { type Test } from 'tap';
+import { MghfError, Tensor, backendInfo, createWeights, dfeFeaturesSync, memory, mghfLoss, mghfLossSync, ops, scope, tensor } from '../lib/index';
 import { createHeadWeights } from '../lib/checkpoint';
 import { nativeTrainer, pretrain } from '../lib/pretrain';
 import { loadWeights } from '../lib/weights';
@@ -24,6 +24,19 @@ if (!info.cuda.available) {
     const auto = await mghfLoss(sr, gt, { variant: 'n', weights });
     const cpu = await mghfLoss(sr, gt, { variant: 'n', weights, device: 'cpu' });
     t.equal(auto.loss, cpu.loss);
+  });
+  t.test('a CUDA tensor is E_UNSUPPORTED with the reason', async (t) => {
+    const x = new Float32Array(4);
+    for (const make of [() => tensor(x, [4], { device: 'cuda' }), () => new Tensor(x, [4], { device: 'cuda:0' }), () => tensor(x, [4]).toSync('cuda')]) {
+      let err: unknown;
+      try {
+        make();
+      } catch (e) {
+        err = e;
+      }
+      t.ok(err instanceof MghfError && err.code === 'E_UNSUPPORTED' && err.message.includes(info.cuda.reason ?? '?'), String(err));
+    }
+    await t.rejects(tensor(x, [4]).to('cuda:0'), { code: 'E_UNSUPPORTED' });
   });
   t.skip(`CUDA parity: ${info.cuda.reason}`);
 } else {
@@ -130,5 +143,156 @@ if (!info.cuda.available) {
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
     t.ok(mean(r.losses.slice(-k)) < mean(r.losses.slice(0, k)), `loss falls (${mean(r.losses.slice(0, k))} → ${mean(r.losses.slice(-k))})`);
     t.equal((await loadWeights(out)).metadata.trainedSteps, String(r.step));
+  });
+
+  cudaOpsTests();
+}
+
+// ---------------------------------------------------------------- ops on CUDA tensors (issue 15)
+
+// Every op's CUDA function against its CPU function on small shapes (SPEC's parity tolerances:
+// values |Δ| ≤ 1e-4·|ref| + 1e-7, gradients ‖Δ‖/‖ref‖ ≤ 1e-3; features 1e-5 as above), and the
+// device tensor's life: round trips, mixed devices, use after dispose, memory() staying flat.
+function cudaOpsTests(): void {
+  const weights = createWeights({ seed: 11, channels: 8, blocks: 1, expand: 2 });
+  const dims = [2, 3, 16, 16];
+  const lipOpts = { patch: 8, stride: 4, pmax: 16, iters: 10 };
+  const host = () => {
+    const { sr, gt } = imagePair(dims, 12);
+    const G = ops.dfeSync(gt, { weights, tape: false }).F;
+    const s = ops.dfeSync(sr, { weights });
+    return { sr, gt, G, S: s.F, tape: s.tape! };
+  };
+  const values = (t: Test, gotValue: object, wantValue: object, keys: string[]) => {
+    const got = gotValue as Record<string, number>, want = wantValue as Record<string, number>;
+    for (const k of keys) t.ok(withinValueTolerance(got[k], want[k]), `${k}: cuda ${got[k]} cpu ${want[k]}`);
+  };
+
+  t.test('device tensors: round trip, location, .data refused, to() between places', async (t) => {
+    const x = imagePair([1, 3, 5, 7], 3).sr.data;
+    const d = tensor(x, [1, 3, 5, 7], { device: 'cuda' });
+    t.equal(d.location, 'cuda:0');
+    t.same(d.dims, [1, 3, 5, 7]);
+    t.throws(() => d.data, { code: 'E_DEVICE', message: /getData\(\)/ });
+    t.same(d.getDataSync(), x, 'getDataSync: the same bits');
+    t.same(await d.getData(), x, 'getData: the same bits');
+    const back = await d.to('cpu');
+    t.equal(back.location, 'cpu');
+    t.same(back.data, x);
+    const again = back.toSync('cuda:0');
+    const twice = await again.to('cuda:0');
+    t.same(twice.getDataSync(), x, 'cuda → cuda copy');
+    const viaNew = new Tensor(x, [1, 3, 5, 7], { device: 'cuda:0' });
+    t.same(viaNew.getDataSync(), x);
+    for (const v of [d, back, again, twice, viaNew]) v.dispose();
+    t.throws(() => tensor(x, [105], { device: 'gpu' }), { code: 'E_OPTION' });
+  });
+
+  t.test('dfe and dfeBackward: CUDA agrees with the CPU', async (t) => {
+    const { sr, gt, G, S, tape } = host();
+    await scope(async () => {
+      const x = tensor(sr.data, sr.dims, { device: 'cuda' });
+      const c = await ops.dfe(x, { weights });
+      t.equal(c.F.location, 'cuda:0');
+      t.equal(c.tape!.location, 'cuda:0');
+      t.ok(relativeL2(await c.F.getData(), S.data) <= 1e-5, 'F');
+      const dFh = imagePair([2, 8, 16, 16], 13).sr;
+      const dF = tensor(dFh.data, dFh.dims, { device: 'cuda' });
+      const dx = await ops.dfeBackward(c.tape!, dF);
+      t.equal(dx.location, 'cuda:0');
+      t.ok(relativeL2(dx.getDataSync(), ops.dfeBackwardSync(tape, dFh).data) <= 1e-3, 'dx');
+      t.same(dF.getDataSync(), dFh.data, 'dF is not changed');
+      const Gc = ops.dfeSync(gt.toSync('cuda'), { weights, tape: false }).F;
+      t.ok(relativeL2(Gc.getDataSync(), G.data) <= 1e-5, 'G');
+    });
+  });
+
+  t.test('entropyPruneReweight, csc, lip, mseTerm: CUDA agrees with the CPU', async (t) => {
+    const { G, S } = host();
+    await scope(async () => {
+      const Gd = G.toSync('cuda'), Sd = await S.to('cuda');
+      const selH = ops.entropyPruneReweightSync(G, S, { M: 4 });
+      const selD = await ops.entropyPruneReweight(Gd, Sd, { M: 4 });
+      for (let i = 0; i < selH.importance.length; i++) t.ok(withinValueTolerance(selD.importance[i], selH.importance[i]), `importance ${i}`);
+      t.same([...selD.selected], [...selH.selected], 'the same kept channels');
+      for (let i = 0; i < selH.weights.length; i++) t.ok(withinValueTolerance(selD.weights[i], selH.weights[i]), `weight ${i}`);
+
+      const addToH = imagePair([2, 8, 16, 16], 14).sr;
+      const addTo = addToH.toSync('cuda');
+      const cscH = ops.cscSync(G, S, selH, { scale: 1.5, addTo: addToH });
+      const cscD = await ops.csc(Gd, Sd, selH, { scale: 1.5, addTo });
+      values(t, cscD, cscH, ['mse', 'corr', 'gram', 'csc']);
+      t.equal(cscD.dS.location, 'cuda:0');
+      t.ok(relativeL2(cscD.dS.getDataSync(), cscH.dS.data) <= 1e-3, 'csc dS (with addTo)');
+      t.same(addTo.getDataSync(), addToH.data, 'addTo is not changed');
+      const noGrad = ops.cscSync(Gd, Sd, selH, { beta1: 0, grad: false });
+      t.equal(noGrad.mse, 0, 'beta1 0: mse reported 0');
+      t.notOk('dS' in noGrad);
+
+      const lipH = ops.lipSync(G, S, { ...lipOpts, scale: 1e-3 });
+      const lipD = await ops.lip(Gd, Sd, { ...lipOpts, scale: 1e-3 });
+      values(t, lipD, lipH, ['lip']);
+      t.ok(relativeL2(lipD.dS.getDataSync(), lipH.dS.data) <= 1e-3, 'lip dS');
+
+      const nH = ops.mseTermSync(G, S, { scale: 2, addTo: addToH });
+      const nD = ops.mseTermSync(Gd, Sd, { scale: 2, addTo });
+      values(t, nD, nH, ['n']);
+      t.ok(relativeL2(nD.dS.getDataSync(), nH.dS.data) <= 1e-3, 'mseTerm dS');
+    });
+  });
+
+  t.test('tensors on different devices: E_DEVICE naming both, nothing copied', async (t) => {
+    const { G, S, tape } = host();
+    await scope(async () => {
+      const Gd = G.toSync('cuda');
+      const before = memory();
+      t.throws(() => ops.mseTermSync(Gd, S), { code: 'E_DEVICE', argument: 'S', message: /S on cuda:0, where G is, but S is on cpu/ });
+      await t.rejects(ops.lip(G, Gd, lipOpts), { code: 'E_DEVICE', message: /S is on cuda:0/ });
+      t.throws(() => ops.mseTermSync(Gd, Gd, { addTo: S }), { code: 'E_DEVICE', argument: 'opts.addTo' });
+      t.throws(() => ops.dfeBackwardSync(tape, Gd), { code: 'E_DEVICE', argument: 'dF', message: /tape.*cpu.*dF is on cuda:0/ });
+      t.same(memory().devices, before.devices, 'no tensor was made');
+    });
+  });
+
+  t.test('use after dispose: E_DISPOSED naming the tensor', async (t) => {
+    const { G } = host();
+    const Gd = G.toSync('cuda');
+    const Sd = G.toSync('cuda');
+    Gd.dispose();
+    Gd.dispose();
+    t.ok(Gd.disposed);
+    t.throws(() => ops.mseTermSync(Gd, Sd), { code: 'E_DISPOSED', argument: 'G' });
+    t.throws(() => Gd.getDataSync(), { code: 'E_DISPOSED' });
+    await t.rejects(Gd.to('cpu'), { code: 'E_DISPOSED' });
+    Sd.dispose();
+  });
+
+  t.test('memory() stays flat over a few hundred CUDA op calls in scope() and with dispose()', async (t) => {
+    const { G, S } = host();
+    const Gd = G.toSync('cuda'), Sd = S.toSync('cuda');
+    const at = () => {
+      const m = memory().devices['cuda:0'];
+      return [m.numTensors, m.numBytes, m.numNativeObjects, m.nativeBytes];
+    };
+    const start = at();
+    for (let i = 0; i < 200; i++) {
+      scope(() => {
+        const r = ops.mseTermSync(Gd, Sd, { scale: 2 });
+        ops.mseTermSync(Gd, Sd, { addTo: r.dS });
+      });
+    }
+    for (let i = 0; i < 50; i++) {
+      await scope(async () => (await ops.mseTerm(Gd, Sd)).n);
+      const r = ops.mseTermSync(Gd, Sd);
+      r.dS.dispose();
+      const c = tensor(G.data, G.dims, { device: 'cuda' });
+      c.dispose();
+    }
+    t.same(at(), start, 'cuda:0: the same live tensors and bytes (JS and native)');
+    // A failing call frees what it made.
+    for (let i = 0; i < 50; i++) t.throws(() => ops.mseTermSync(Gd, S), { code: 'E_DEVICE' });
+    t.same(at(), start, 'and after failing calls');
+    Gd.dispose();
+    Sd.dispose();
   });
 }
