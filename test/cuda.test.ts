@@ -267,6 +267,48 @@ function cudaOpsTests(): void {
     Sd.dispose();
   });
 
+  t.test('mghfLoss on device tensors: the gradient stays on the device and agrees with host tensors', async (t) => {
+    const { sr, gt } = imagePair([2, 3, 16, 16], 21);
+    const base = { weights, M: 4, ...lipOpts, returnDetails: true };
+    await scope(async () => {
+      const srD = sr.toSync('cuda'), gtD = await gt.to('cuda');
+      const hostIn = await mghfLoss(sr, gt, { ...base, device: 'cuda' });
+      const dev = await mghfLoss(srD, gtD, base);
+      t.equal(dev.grad.location, 'cuda:0');
+      t.same(dev.grad.dims, sr.dims);
+      t.equal(dev.loss, hostIn.loss, 'the same loss as the CUDA backend on host tensors');
+      t.same(dev.parts, hostIn.parts);
+      t.same(dev.skipped, hostIn.skipped);
+      t.same(dev.selected, hostIn.selected);
+      t.same(await dev.grad.getData(), hostIn.grad.data, 'the same gradient, bit for bit');
+      const cpu = mghfLossSync(sr, gt, { ...base, device: 'cpu' });
+      t.ok(withinValueTolerance(dev.loss, cpu.loss), `vs the CPU: ${dev.loss} / ${cpu.loss}`);
+      t.ok(relativeL2(dev.grad.getDataSync(), cpu.grad.data) <= 1e-3, 'gradient vs the CPU');
+      const n = mghfLossSync(srD, gtD, { weights, variant: 'n', device: 'cuda:0' });
+      t.ok(withinValueTolerance(n.loss, mghfLossSync(sr, gt, { weights, variant: 'n', device: 'cpu' }).loss), 'variant n');
+      const value = mghfLossSync(srD, gtD, { ...base, grad: false });
+      t.equal(value.loss, dev.loss);
+      t.notOk('grad' in value);
+      const off = mghfLossSync(srD, gtD, { weights, gamma1: 0, gamma2: 0, gamma3: 0 });
+      t.same(off.grad.getDataSync(), new Float32Array(sr.size), 'every term off: a zero gradient');
+      t.same(sr.data, srD.getDataSync(), 'sr is not changed');
+    });
+  });
+
+  t.test('mghfLoss on device tensors: mixed devices and options that cannot apply are typed errors', async (t) => {
+    const { sr, gt } = imagePair([1, 3, 16, 16], 22);
+    await scope(async () => {
+      const srD = sr.toSync('cuda');
+      const before = memory().devices['cuda:0'].numTensors;
+      t.throws(() => mghfLossSync(srD, gt, { weights }), { code: 'E_DEVICE', argument: 'gt', message: /sr is on cuda:0 and gt on cpu/ });
+      await t.rejects(mghfLoss(sr, srD, { weights }), { code: 'E_DEVICE', argument: 'sr' });
+      t.throws(() => mghfLossSync(srD, srD, { weights, device: 'cpu' }), { code: 'E_DEVICE', argument: 'opts.device' });
+      t.throws(() => mghfLossSync(srD, srD, { weights, layout: 'NHWC' }), { code: 'E_OPTION', argument: 'opts.layout' });
+      t.throws(() => mghfLossSync(srD, srD, { weights, profile: true }), { code: 'E_UNSUPPORTED' });
+      t.equal(memory().devices['cuda:0'].numTensors, before, 'no tensor was made');
+    });
+  });
+
   t.test('memory() stays flat over a few hundred CUDA op calls in scope() and with dispose()', async (t) => {
     const { G, S } = host();
     const Gd = G.toSync('cuda'), Sd = S.toSync('cuda');
@@ -281,6 +323,13 @@ function cudaOpsTests(): void {
         ops.mseTermSync(Gd, Sd, { addTo: r.dS });
       });
     }
+    const img = imagePair([1, 3, 8, 8], 23);
+    const srD = img.sr.toSync('cuda'), gtD = img.gt.toSync('cuda');
+    const lossStart = at();
+    for (let i = 0; i < 20; i++) scope(() => mghfLossSync(srD, gtD, { weights, variant: 'n' }).loss);
+    t.same(at(), lossStart, 'mghfLoss on device tensors in scope()');
+    srD.dispose();
+    gtD.dispose();
     for (let i = 0; i < 50; i++) {
       await scope(async () => (await ops.mseTerm(Gd, Sd)).n);
       const r = ops.mseTermSync(Gd, Sd);

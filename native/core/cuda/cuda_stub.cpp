@@ -15,6 +15,11 @@ CudaStatus cuda_status(int) {
 
 Backend& cuda_backend(int) { throw Error("E_UNSUPPORTED", cuda_status(0).reason); }
 
+LossResult<float> cuda_loss_on_device(int, const DfeWeights<float>&, const float*, const float*,
+                                      float*, const Shape&, const LossOptions&) {
+  throw Error("E_UNSUPPORTED", cuda_status(0).reason);
+}
+
 std::unique_ptr<CudaTrainer> make_cuda_trainer(int, DfeWeights<float>, HeadWeights<float>,
                                                const TrainConfig&) {
   throw Error("E_UNSUPPORTED", cuda_status(0).reason);
