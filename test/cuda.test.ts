@@ -10,6 +10,8 @@ import { loadWeights } from '../lib/weights';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { writeImageFolder } from './helpers/image-folder';
 import { fixtureNames, imagePair, loadFixture, relativeL2, withinValueTolerance } from './helpers/fixtures';
 
@@ -307,6 +309,24 @@ function cudaOpsTests(): void {
       t.throws(() => mghfLossSync(srD, srD, { weights, profile: true }), { code: 'E_UNSUPPORTED' });
       t.equal(memory().devices['cuda:0'].numTensors, before, 'no tensor was made');
     });
+  });
+
+  t.test('a device tensor nobody disposed is freed by the garbage collector (the safety net)', async (t) => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const live = () => memory().devices['cuda:0'] ?? { numTensors: 0, numNativeObjects: 0 };
+    const start = live();
+    (() => {
+      for (let i = 0; i < 20; i++) tensor(new Float32Array(256), [256], { device: 'cuda' });
+    })();
+    t.equal(live().numNativeObjects, start.numNativeObjects + 20, '20 forgotten tensors hold device memory');
+    // Both the native finalizer and the FinalizationRegistry callback run in later tasks.
+    for (let i = 0; i < 100 && (live().numNativeObjects > start.numNativeObjects || live().numTensors > start.numTensors); i++) {
+      gc();
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    t.equal(live().numNativeObjects, start.numNativeObjects, 'collected: their device memory is freed');
+    t.equal(live().numTensors, start.numTensors, 'and memory() no longer counts them');
   });
 
   t.test('memory() stays flat over a few hundred CUDA op calls in scope() and with dispose()', async (t) => {
