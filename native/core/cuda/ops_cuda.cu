@@ -14,6 +14,7 @@
 
 #include "../entropy.h"  // select_channels
 #include "../numeric_checks.h"
+#include "../ops/loss_ops.h"
 #include "../ops/registry.h"
 #include "cuda_backend.h"
 #include "cuda_check.h"
@@ -445,7 +446,7 @@ Outputs mse_term_cuda(std::vector<Value>& in, const Attrs& attrs) {
 // mghfLoss with sr, gt on a device (issue 15 item 3): CudaBackend's loss on device pointers,
 // the gradient a new device tensor. inputs: sr, gt [B, 3, H, W] (device), weights, selected
 // (Int32 [B·M], optional). attrs: the loss options by their mghfLoss names (lib/loss.ts has
-// checked them). outputs: loss, n, mse, corr, gram, csc, lip, skipped (Int32 indices into
+// checked them), and composed (default false: CudaBackend's chain; true: compose_mghf_loss). outputs: loss, n, mse, corr, gram, csc, lip, skipped (Int32 indices into
 // n, mse, corr, gram, csc, lip), grad (device, with grad), importance and selected (details).
 Outputs loss_cuda(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "mghfLoss";
@@ -460,41 +461,15 @@ Outputs loss_cuda(std::vector<Value>& in, const Attrs& attrs) {
   s.H = int(sr.dims()[2]);
   s.W = int(sr.dims()[3]);
   if (s.H < 2 || s.W < 2) op_fail(op, "sr must be at least 2×2", "E_TOO_SMALL");
-  LossOptions o;
-  o.variant = attrs.text("variant", "c") == "n" ? Variant::N : Variant::C;
-  o.range = attrs.text("inputRange", "unit") == "symmetric" ? InputRange::Symmetric : InputRange::Unit;
-  o.gamma1 = attrs.number("gamma1", o.gamma1);
-  o.gamma2 = attrs.number("gamma2", o.gamma2);
-  o.gamma3 = attrs.number("gamma3", o.gamma3);
-  o.beta1 = attrs.number("beta1", o.beta1);
-  o.beta2 = attrs.number("beta2", o.beta2);
-  o.beta3 = attrs.number("beta3", o.beta3);
-  o.M = attrs.integer("M", o.M, 1, 1 << 20);
-  o.alpha = attrs.number("alpha", o.alpha);
-  o.gamma = attrs.number("gamma", o.gamma);
-  o.lip.patch = attrs.integer("patch", o.lip.patch, 1, 256);
-  o.lip.stride = attrs.integer("stride", o.lip.stride, 1, 256);
-  o.lip.pmax = attrs.integer("pmax", o.lip.pmax, 1, 4096);
-  o.lip.monce.tau = attrs.number("tau", o.lip.monce.tau);
-  o.lip.monce.eps_ot = attrs.number("epsOt", o.lip.monce.eps_ot);
-  o.lip.monce.Q = attrs.number("Q", o.lip.monce.Q);
-  o.lip.monce.iters = attrs.integer("iters", o.lip.monce.iters, 1, 10000);
-  o.lip.monce.sinkhorn_grad = attrs.flag("sinkhornGrad", o.lip.monce.sinkhorn_grad);
-  o.details = attrs.flag("returnDetails", false);
-  o.grad = attrs.flag("grad", true);
-  const int N = wv.weights->arch.channels, M = std::min(o.M, N);
-  if (present(in, 3)) {
-    Value& sel = in[3];
-    if (sel.kind != Kind::I32 || sel.i32.size() != size_t(s.B) * size_t(M))
-      op_fail(op, "selected must be an Int32Array of B·M channel indices", "E_OPTION");
-    for (int32_t v : sel.i32)
-      if (v < 0 || v >= N) op_fail(op, "selected holds a channel index out of range", "E_OPTION");
-    o.selected.assign(sel.i32.begin(), sel.i32.end());
-  }
+  const int N = wv.weights->arch.channels;
+  const LossOptions o = loss_options(in, attrs, s.B, N);
   // Memory safety only: the LIP patches must lie inside the image.
   if (o.variant == Variant::C && o.gamma3 != 0 && (s.H < o.lip.patch || s.W < o.lip.patch))
     op_fail(op, "images must be at least patch×patch pixels for the LIP term", "E_TOO_SMALL");
   require_cuda(sr.device(), op);
+  // composed: the same loss as the composition of the ops (ops/loss_ops.h), the step towards one
+  // written-once loss for every backend; it gives the same bits as the backend's own chain below.
+  if (attrs.flag("composed", false)) return compose_mghf_loss(in, attrs);
   DeviceScope scope(sr.device());
   std::shared_ptr<DeviceTensor> grad;
   if (o.grad) grad = new_tensor(sr.device(), sr.dims());
