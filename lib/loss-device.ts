@@ -9,7 +9,15 @@ import { type DeviceHandle, Tensor, type TensorLike } from './tensor';
 
 /** The tensors of a call, when sr or gt is a device tensor; undefined for host data (the host path). */
 export function devicePair(srIn: unknown, gtIn: unknown): [Tensor, Tensor] | undefined {
-  const onDevice = (v: unknown) => v instanceof Tensor && v.location !== 'cpu';
+  // instanceof can throw (a revoked Proxy): such a value is not a device tensor, and the host
+  // path's checks report it as they always have.
+  const onDevice = (v: unknown) => {
+    try {
+      return v instanceof Tensor && v.location !== 'cpu';
+    } catch {
+      return false;
+    }
+  };
   if (!onDevice(srIn) && !onDevice(gtIn)) return undefined;
   const sr = Tensor.from(srIn as TensorLike, 'sr');
   const gt = Tensor.from(gtIn as TensorLike, 'gt');
