@@ -363,7 +363,7 @@ function cudaOpsTests(): void {
   });
 
   t.test('memory() stays flat over a few hundred CUDA op calls in scope() and with dispose()', async (t) => {
-    const { G, S } = host();
+    const { sr, G, S } = host();
     const Gd = G.toSync('cuda'), Sd = S.toSync('cuda');
     const at = () => {
       const m = memory().devices['cuda:0'];
@@ -394,6 +394,22 @@ function cudaOpsTests(): void {
     // A failing call frees what it made.
     for (let i = 0; i < 50; i++) t.throws(() => ops.mseTermSync(Gd, S), { code: 'E_DEVICE' });
     t.same(at(), start, 'and after failing calls');
+    // A CUDA op that fails natively (a NaN reaches the device: E_NUMERIC) frees what it made.
+    const bad = new Float32Array(G.data);
+    bad[5] = NaN;
+    const Gnan = tensor(bad, G.dims, { device: 'cuda' });
+    const withNan = at();
+    const sel = ops.entropyPruneReweightSync(G, S, { M: 4 });
+    for (let i = 0; i < 30; i++) {
+      t.throws(() => ops.mseTermSync(Gnan, Sd), { code: 'E_NUMERIC' });
+      t.throws(() => ops.cscSync(Gnan, Sd, sel), { code: 'E_NUMERIC' });
+    }
+    await scope(async () => {
+      const { tape } = ops.dfeSync(sr.toSync('cuda'), { weights });
+      await t.rejects(ops.dfeBackward(tape!, Gnan), { code: 'E_NUMERIC' });
+    });
+    t.same(at().slice(2), withNan.slice(2), 'native device buffers: the same after 61 E_NUMERIC failures');
+    Gnan.dispose();
     Gd.dispose();
     Sd.dispose();
   });
