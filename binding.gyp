@@ -16,6 +16,7 @@
         
         "native/core/backend_cpu.cpp",
         "native/core/ops/registry.cpp",
+        "native/core/ops/loss_ops.cpp",
         "native/core/ops/dfe_ops.cpp",
         "native/core/ops/entropy_ops.cpp",
         "native/core/ops/csc_ops.cpp",

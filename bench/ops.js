@@ -71,7 +71,8 @@ function runOps(lib, h, cli) {
     `ops bench: CPU, ${info.threads} threads (MGHF_NUM_THREADS=${process.env.MGHF_NUM_THREADS}), ISA ${info.isa}, ` +
       `default weights (N = 128), ${warmup} warm-up + median of ${repeat}`,
   );
-  console.log('CUDA ops: none yet (this version runs the ops on the CPU, host tensors only), so no GPU rows.');
+  const gpu = cudaUsable(info);
+  console.log(gpu.use ? `CUDA ops: on ${info.cuda.deviceName}, device tensors (rows "cuda"; no floor: it is the CPU's)` : `CUDA ops: not timed (${gpu.why})`);
   console.log(`floor = counted work at ${PEAK_GFLOPS} GFLOP/s (FMA peak, 2 threads) or ${STREAM_GBS} GB/s (stream); "of floor" = floor ms / measured ms\n`);
 
   const rows = [];
@@ -107,6 +108,7 @@ function runOps(lib, h, cli) {
       term('mseTerm', (grad) => ops.mseTermSync(G, S, { grad }), C.mse);
     });
   }
+  if (gpu.use) for (const kase of cases) cudaRows(lib, h, cli, kase, counts(kase.batch, kase.height, kase.width), rows, out);
   console.log(table(['case', 'op', 'phase', 'median ms', 'counted', 'rate', 'of floor'], rows));
 
   // Composition overhead: MGHF-c from ops (test/ops.test.ts's composeSync, default options and
@@ -148,6 +150,52 @@ function runOps(lib, h, cli) {
   ]));
   console.log(`composed / whole = ${(mc / mw).toFixed(3)} (${((mc - mw) * 1e3).toFixed(1)} ms); same loss bits: ${sameLoss}, max |Δgrad| ${maxDiff.toExponential(1)}`);
   return { ops: out, composition: { composed_ms: mc * 1e3, whole_ms: mw * 1e3, ratio: mc / mw, sameLoss, maxDiff } };
+}
+
+// The emulator (tools/cuda-emu) runs kernels 10^3–10^5 times slower: timing it says nothing.
+function cudaUsable(info) {
+  if (!info.cuda.available) return { use: false, why: info.cuda.reason };
+  if (/emulat/i.test(info.cuda.deviceName ?? '') && !process.env.MGHF_BENCH_EMU) return { use: false, why: 'the device is the host emulator' };
+  return { use: true };
+}
+
+// Each op on cuda:0 tensors. Every CUDA op synchronises its stream before it returns, so the wall
+// time is the device time plus launch and, for dfe, the weights' upload. Then mghfLoss on device
+// tensors against host tensors with device 'cuda': the difference is the images' upload and the
+// gradient's download.
+function cudaRows(lib, h, cli, kase, C, rows, out) {
+  const { ops, scope, mghfLossSync, Tensor } = lib;
+  const med = (fn) => h.median(timeIt(fn, cli.repeat, cli.warmup));
+  const add = (op, phase, c, s) => {
+    const r = rate(c, s);
+    rows.push([kase.name, `${op} (cuda)`, phase, (s * 1e3).toFixed(2), r.work, r.rate, '']);
+    out.push({ case: kase.name, op, device: 'cuda:0', phase, median_ms: s * 1e3, ...c });
+  };
+  scope(() => {
+    const host = h.makeInputs(Tensor, kase.batch, kase.height, kase.width);
+    const sr = host.sr.toSync('cuda'), gt = host.gt.toSync('cuda');
+    const G = ops.dfeSync(gt, { tape: false }).F;
+    const { F: S, tape } = ops.dfeSync(sr);
+    add('dfe', 'forward (tape: false)', C.dfe.fwd, med(() => ops.dfeSync(sr, { tape: false }).F.dispose()));
+    const dF = ops.mseTermSync(G, S).dS;
+    add('dfeBackward', 'backward', C.dfeBackward.bwd, med(() => ops.dfeBackwardSync(tape, dF).dispose()));
+    add('entropyPruneReweight', 'forward (no backward)', C.entropy.fwd, med(() => ops.entropyPruneReweightSync(G, S)));
+    const sel = ops.entropyPruneReweightSync(G, S);
+    const term = (name, f, c) => {
+      const fS = med(() => f(false));
+      const fbS = med(() => f(true).dS.dispose());
+      add(name, 'forward (grad: false)', c.fwd, fS);
+      add(name, 'backward (grad − no grad)', c.bwd, Math.max(fbS - fS, 1e-9));
+    };
+    term('csc', (grad) => ops.cscSync(G, S, sel, { grad }), C.csc);
+    term('lip', (grad) => ops.lipSync(G, S, { grad }), C.lip);
+    term('mseTerm', (grad) => ops.mseTermSync(G, S, { grad }), C.mse);
+    const onDevice = med(() => mghfLossSync(sr, gt).grad.dispose());
+    const fromHost = med(() => mghfLossSync(host.sr, host.gt, { device: 'cuda' }).grad.dispose());
+    rows.push([kase.name, 'mghfLoss (cuda)', 'device tensors in, grad on device', (onDevice * 1e3).toFixed(2), '', '', '']);
+    rows.push([kase.name, 'mghfLoss (cuda)', "host tensors, device: 'cuda'", (fromHost * 1e3).toFixed(2), '', '', '']);
+    out.push({ case: kase.name, op: 'mghfLoss', device: 'cuda:0', device_tensors_ms: onDevice * 1e3, host_tensors_ms: fromHost * 1e3 });
+  });
 }
 
 module.exports = { runOps, counts };

@@ -23,6 +23,7 @@ export type MghfErrorCode =
   | 'E_NUMERIC' // a computed value (loss, part, gradient, feature) came out NaN or ±Infinity: the stage and likely cause are named
   | 'E_ABORTED' // the call's AbortSignal fired (the error's name is 'AbortError')
   | 'E_DISPOSED' // a Tensor or DFE tape used after dispose() (or after the scope() that made it ended)
+  | 'E_DEVICE' // tensors of one call on different devices ('cpu', 'cuda:0', …), or host data read from a device tensor
   | 'E_LOAD'; // no native binary could be loaded (or, for mghf/tfjs, no TensorFlow.js)
 
 export interface MghfErrorOptions {

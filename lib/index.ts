@@ -1,5 +1,5 @@
 // The public API of mghf.
-export { Tensor, type TensorLike, type TensorLocation } from './tensor';
+export { Tensor, tensor, type TensorLike, type TensorLocation, type TensorOptions } from './tensor';
 export { scope } from './lifetime';
 export {
   ops,

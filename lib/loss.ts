@@ -7,6 +7,7 @@ import { MghfError, invalidParameterError } from './errors';
 import { type CostEstimate, OPTION_BOUNDS, type BoundedOption, boundText, checkCost, checkReweight, featuresCost, inBound, lossCost } from './limits';
 import { NativeLossOptions, NativeLossResult, NativeWeights, native, rethrowNative } from './native';
 import { Tensor, type TensorLike, errorText, snapshotDims } from './tensor';
+import { type DeviceLossOutput, checkDeviceOptions, deviceLoss, deviceLossSync, devicePair } from './loss-device';
 import { ImageLayout, checkOptions, is, toImageTensor } from './validate';
 import { DfeWeights, checkWeights, defaultWeights } from './weights';
 
@@ -238,7 +239,13 @@ function prepareLoss(sr: unknown, gt: unknown, opts: unknown) {
   const values = readValueOptions(o);
   const signal = checkSignal(o.signal);
   const common = prepareCommon(o);
-  const [srT, gtT] = checkPair(sr, gt, common.layout, common.inputRange);
+  // Device tensors ('cuda:N'): checked by dims (their values are on the device), NCHW only.
+  const onDevice = devicePair(sr, gt);
+  if (onDevice) {
+    checkDeviceOptions(o, onDevice[0].location);
+    checkMinimumSize(onDevice[0], 'sr', 2, "the DFE's reflection padding needs 2");
+  }
+  const [srT, gtT] = onDevice ?? checkPair(sr, gt, common.layout, common.inputRange);
   if (variant === 'c' && values.gamma3 > 0) {
     checkMinimumSize(srT, 'sr', values.patch, 'the LIP patch size, opts.patch', '; gamma3: 0 turns the LIP term off');
   }
@@ -302,10 +309,32 @@ export async function mghfLoss(sr: Tensor | TensorLike, gt: Tensor | TensorLike,
 export async function mghfLoss(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): Promise<LossResult | LossValue>;
 export async function mghfLoss(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): Promise<LossResult | LossValue> {
   const { srT, gtT, common, nativeOpts, signal } = prepareLoss(sr, gt, opts);
+  if (srT.location !== 'cpu') {
+    throwIfAborted('mghfLoss', signal);
+    return fromDevice(await deviceLoss(srT, gtT, common.weights, nativeOpts.selected, deviceAttrs(nativeOpts)), srT.dims[0]);
+  }
   const r = await cancellable('mghfLoss', signal, (cancel) =>
     nativeCall(() => native().loss(srT.data, gtT.data, [...srT.dims], common.weights, cancel ? { ...nativeOpts, cancel } : nativeOpts)),
   );
   return toResult(r, srT.dims, common.layout);
+}
+
+/** The loss options as the registry's mghfLoss op takes them (attrs: numbers, booleans, strings). */
+function deviceAttrs(o: NativeLossOptions): Record<string, number | boolean | string> {
+  const attrs: Record<string, number | boolean | string> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if (k !== 'device' && k !== 'deviceIndex' && k !== 'profile' && (typeof v === 'number' || typeof v === 'boolean' || typeof v === 'string')) attrs[k] = v;
+  }
+  return attrs;
+}
+
+/** A device call's result as mghfLoss returns it: grad a Tensor on the device. */
+function fromDevice(r: DeviceLossOutput, B: number): LossResult | LossValue {
+  const value: LossValue = { loss: r.loss, parts: { ...r.parts }, skipped: r.skipped as PartName[] };
+  const result = (r.grad ? { ...value, grad: r.grad } : value) as LossResult;
+  if (r.importance) result.importance = toRows(r.importance, B);
+  if (r.selected) result.selected = toRows(r.selected, B);
+  return result;
 }
 
 /** A native promise whose rejection becomes an MghfError. */
@@ -324,6 +353,7 @@ export function mghfLossSync(sr: Tensor | TensorLike, gt: Tensor | TensorLike, o
 export function mghfLossSync(sr: Tensor | TensorLike, gt: Tensor | TensorLike, opts?: LossOptions): LossResult | LossValue {
   const { srT, gtT, common, nativeOpts, signal } = prepareLoss(sr, gt, opts);
   throwIfAborted('mghfLossSync', signal);
+  if (srT.location !== 'cpu') return fromDevice(deviceLossSync(srT, gtT, common.weights, nativeOpts.selected, deviceAttrs(nativeOpts)), srT.dims[0]);
   try {
     return toResult(native().lossSync(srT.data, gtT.data, [...srT.dims], common.weights, nativeOpts), srT.dims, common.layout);
   } catch (err) {

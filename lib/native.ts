@@ -171,6 +171,10 @@ export interface NativeAddon {
   opRelease?(h: OpHandle): boolean;
   /** Live op states (DFE tapes) and their bytes. */
   opMemory?(): { objects: number; bytes: number };
+  /** Drops a device tensor handle's reference now (dispose()); true when it still held one. */
+  deviceRelease?(h: unknown): boolean;
+  /** Live native device tensors per CUDA device. */
+  deviceMemory?(): Array<{ device: number; tensors: number; bytes: number }>;
   opNames?(): string[];
 }
 
@@ -182,6 +186,7 @@ export interface OpHandle {
 /** A value crossing the op entry: a float32 tensor, index or weight vectors, DFE weights, a state handle, a scalar, or nothing. */
 export type NativeOpValue =
   | { data: Float32Array; dims: number[] }
+  | { handle: unknown; device: number; dims: number[] }
   | Int32Array
   | Float64Array
   | NativeWeights

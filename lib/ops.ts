@@ -1,5 +1,5 @@
-// `ops`: the kernels of the loss as typed tensor functions (issue 15, first slice: CPU host
-// tensors). Each op checks its arguments here, then makes one call to the binding's generic entry
+// `ops`: the kernels of the loss as typed tensor functions (issue 15) on host tensors or on
+// tensors of one CUDA device (the registry runs each op's CUDA function for device inputs). Each op checks its arguments here, then makes one call to the binding's generic entry
 // (native().op / opSync(name, inputs, attrs)), which dispatches through the registry of
 // native/core/ops to the same core functions mghfLoss runs. A composition of these ops, with each
 // term's dS summed n + csc + lip (test/ops.test.ts), computes what mghfLoss computes, bit for bit.
@@ -8,8 +8,9 @@ import { MghfError, invalidParameterError } from './errors';
 import { type Disposable, liveTensors, track, untrack } from './lifetime';
 import { OPTION_BOUNDS, type BoundedOption, boundText, checkCost, checkReweight, featuresCost, inBound } from './limits';
 import { toSelected, type InputRange } from './loss';
+import { resolveDevice } from './device';
 import { type NativeAddon, type NativeOpValue, type NativeWeights, type OpHandle, loadedAddon, native, rethrowNative } from './native';
-import { Tensor, type TensorLike, type TensorLocation, disposedError } from './tensor';
+import { type DeviceHandle, Tensor, type TensorLike, type TensorLocation, disposedError, installDeviceTransfer } from './tensor';
 import { trainerOps } from './trainer-ops';
 import { checkFinite, checkOptions, is, toImageTensor } from './validate';
 import { type DfeWeights, checkWeights, defaultWeights } from './weights';
@@ -28,8 +29,8 @@ const TAPE_KEY = Symbol('mghf.DfeTape');
  * used for any number of backward passes until disposed.
  */
 export class DfeTape implements Disposable {
-  /** Where it lives: 'cpu' in this version. */
-  readonly location: TensorLocation = 'cpu';
+  /** Where it lives: the location of the x it was recorded for. */
+  readonly location: TensorLocation;
   readonly id: number;
   /** The dims of the x it was recorded for, [B, 3, H, W]. */
   readonly inputDims: readonly number[];
@@ -38,9 +39,10 @@ export class DfeTape implements Disposable {
   #handle: OpHandle | undefined;
 
   /** Made by ops.dfe only. */
-  constructor(key: symbol, handle: OpHandle, inputDims: readonly number[], featureDims: readonly number[]) {
+  constructor(key: symbol, handle: OpHandle, inputDims: readonly number[], featureDims: readonly number[], location: TensorLocation = 'cpu') {
     if (key !== TAPE_KEY) throw new MghfError('E_ARGUMENT', 'A DfeTape is made by ops.dfe / ops.dfeSync, not constructed');
     this.#handle = handle;
+    this.location = location;
     this.id = nextTapeId++;
     this.inputDims = Object.freeze([...inputDims]);
     this.featureDims = Object.freeze([...featureDims]);
@@ -91,7 +93,11 @@ export interface DeviceMemory {
 }
 
 export interface MemoryInfo extends DeviceMemory {
-  /** The same per location ('cpu' only in this version). */
+  /**
+   * The same per location ('cpu', 'cuda:0', …). For a CUDA device, numNativeObjects/nativeBytes
+   * count its live native buffers (device tensors not yet freed natively: a collected but not
+   * yet finalized tensor still holds its memory); DFE tapes, wherever they are, count under 'cpu'.
+   */
   devices: Record<string, DeviceMemory>;
 }
 
@@ -112,6 +118,12 @@ export function memory(): MemoryInfo {
   const cpu = entry('cpu');
   cpu.numNativeObjects = n?.objects ?? 0;
   cpu.nativeBytes = n?.bytes ?? 0;
+  for (const d of loadedAddon()?.deviceMemory?.() ?? []) {
+    if (d.tensors === 0 && devices[`cuda:${d.device}`] === undefined) continue;
+    const e = entry(`cuda:${d.device}`);
+    e.numNativeObjects = d.tensors;
+    e.nativeBytes = d.bytes;
+  }
   const total: DeviceMemory = { numTensors: 0, numBytes: 0, numNativeObjects: 0, nativeBytes: 0 };
   for (const d of Object.values(devices)) {
     total.numTensors += d.numTensors;
@@ -128,7 +140,12 @@ export function memory(): MemoryInfo {
 const opOutputs = new WeakSet<Tensor>();
 
 function output(v: NativeOpValue, name: string): Tensor {
-  const t = v as { data?: unknown; dims?: unknown } | undefined;
+  const t = v as { data?: unknown; dims?: unknown; handle?: unknown; device?: unknown } | undefined;
+  if (t && t.handle !== undefined && typeof t.device === 'number' && Array.isArray(t.dims)) {
+    const out = Tensor.fromDevice(t.handle as DeviceHandle, t.dims as number[], t.device);
+    opOutputs.add(out);
+    return out;
+  }
   if (!t || !is.float32Array(t.data) || !Array.isArray(t.dims)) throw new MghfError('E_NATIVE', `The native op returned no tensor ${name}`);
   const out = new Tensor(t.data, t.dims as number[]);
   opOutputs.add(out);
@@ -145,12 +162,32 @@ function tensorArg(v: unknown, name: string): Tensor {
   return Tensor.from(v as TensorLike, name);
 }
 
-/** A [B, N, H, W] feature tensor, finite. */
+/** A [B, N, H, W] feature tensor, finite (a device tensor is not scanned here: the op's outputs are checked on the device). */
 function featureArg(v: unknown, name: string): Tensor {
   const t = tensorArg(v, name);
   if (t.dims.length !== 4) throw invalidParameterError('E_SHAPE', `${name}.dims`, '4 dims [B, N, H, W] (features, as ops.dfe returns)', t.dims);
-  if (!opOutputs.has(t)) checkFinite(t.data, name, t.dims);
+  if (t.location === 'cpu' && !opOutputs.has(t)) checkFinite(t.data, name, t.dims);
   return t;
+}
+
+/**
+ * The one location of a call's tensors, or E_DEVICE naming the first two that differ: an op
+ * never copies between devices.
+ */
+function sameLocation(args: ReadonlyArray<readonly [string, Tensor | undefined]>): TensorLocation {
+  const present = args.filter((a): a is readonly [string, Tensor] => a[1] !== undefined);
+  const [firstName, first] = present[0];
+  for (const [name, t] of present.slice(1)) {
+    if (t.location !== first.location) {
+      throw new MghfError(
+        'E_DEVICE',
+        `Expected ${name} on ${first.location}, where ${firstName} is, but ${name} is on ${t.location}: ` +
+          `ops never copy between devices; move one with t.to('${first.location}') or t.to('${t.location}')`,
+        { argument: name },
+      );
+    }
+  }
+  return first.location;
 }
 
 function sameDims(a: Tensor, aName: string, b: Tensor, bName: string): void {
@@ -164,11 +201,14 @@ function sameDims(a: Tensor, aName: string, b: Tensor, bName: string): void {
 function featurePair(G: unknown, S: unknown): [Tensor, Tensor] {
   const g = featureArg(G, 'G');
   const s = featureArg(S, 'S');
+  sameLocation([['G', g], ['S', s]]);
   sameDims(g, 'G', s, 'S');
   return [g, s];
 }
 
-const toNative = (t: Tensor): NativeOpValue => ({ data: t.data, dims: [...t.dims] });
+/** A tensor as the op entry takes it: host data and dims, or a device tensor's handle. */
+const toNative = (t: Tensor, name = 'tensor'): NativeOpValue =>
+  (Tensor.deviceHandle(t, name) as NativeOpValue | undefined) ?? { data: t.data, dims: [...t.dims] };
 
 /** Reads each named numeric option within its documented bound (OPTION_BOUNDS), else its default. */
 function bounded<K extends string>(o: Partial<Record<string, unknown>>, defaults: Record<K, number>, boundOf: Record<K, BoundedOption>): Record<K, number> {
@@ -192,6 +232,7 @@ function flag(o: Partial<Record<string, unknown>>, key: string, fallback: boolea
 function addToArg(o: Partial<Record<string, unknown>>, S: Tensor): Tensor | undefined {
   if (o.addTo === undefined || o.addTo === null) return undefined;
   const t = featureArg(o.addTo, 'opts.addTo');
+  sameLocation([['S', S], ['opts.addTo', t]]);
   sameDims(S, 'S', t, 'opts.addTo');
   return t;
 }
@@ -259,7 +300,7 @@ function prepareDfe(x: unknown, opts: unknown): Call<DfeOpResult> {
   if (inputRange !== 'unit' && inputRange !== 'symmetric') throw invalidParameterError('E_OPTION', 'opts.inputRange', "'unit' or 'symmetric'", inputRange);
   const withTape = flag(o, 'tape', true);
   const w = o.weights === undefined ? defaultWeights() : checkWeights(o.weights, 'opts.weights');
-  const xT = toImageTensor(x, 'x', 'NCHW', inputRange);
+  const xT = imageArg(x, inputRange);
   const [B, , H, W] = xT.dims;
   if (H < 2 || W < 2) {
     throw new MghfError('E_TOO_SMALL', `Expected x to be at least 2×2 pixels (the DFE's reflection padding needs 2) but received ${H}×${W} (H×W)`, {
@@ -270,21 +311,40 @@ function prepareDfe(x: unknown, opts: unknown): Call<DfeOpResult> {
   const nw: NativeWeights = { channels: w.channels, blocks: w.blocks, expand: w.expand, tensors: w.tensors };
   return {
     name: 'dfe',
-    inputs: [toNative(xT), nw],
+    inputs: [toNative(xT, 'x'), nw],
     attrs: { inputRange, tape: withTape },
     finish: (out) => {
       const F = output(out.F, 'F');
       if (!withTape) return { F };
       if (out.tape === undefined) throw new MghfError('E_NATIVE', 'The native dfe op returned no tape');
-      return { F, tape: new DfeTape(TAPE_KEY, out.tape as OpHandle, xT.dims, F.dims) };
+      return { F, tape: new DfeTape(TAPE_KEY, out.tape as OpHandle, xT.dims, F.dims, xT.location) };
     },
   };
+}
+
+/**
+ * x [B, 3, H, W]: a host image is checked value by value (toImageTensor); a device one by its
+ * dims only (its values are not on the host; the features are checked on the device).
+ */
+function imageArg(x: unknown, inputRange: InputRange): Tensor {
+  const t = tensorArg(x, 'x');
+  if (t.location === 'cpu') return toImageTensor(t, 'x', 'NCHW', inputRange);
+  if (t.dims.length !== 4 || t.dims[1] !== 3) throw invalidParameterError('E_SHAPE', 'x.dims', '4 dims [B, 3, H, W]', t.dims);
+  return t;
 }
 
 function prepareDfeBackward(tape: unknown, dF: unknown): Call<Tensor> {
   if (!(tape instanceof DfeTape)) throw invalidParameterError('E_ARGUMENT', 'tape', 'the tape of ops.dfe', tape);
   const handle = DfeTape.handleOf(tape, 'tape');
   const d = featureArg(dF, 'dF');
+  if (d.location !== tape.location) {
+    throw new MghfError(
+      'E_DEVICE',
+      `Expected dF on ${tape.location}, where tape (${tape.describe()}) is, but dF is on ${d.location}: ` +
+        `ops never copy between devices; move dF with dF.to('${tape.location}')`,
+      { argument: 'dF' },
+    );
+  }
   if (d.dims.some((v, i) => v !== tape.featureDims[i])) {
     throw new MghfError(
       'E_SHAPE',
@@ -292,7 +352,7 @@ function prepareDfeBackward(tape: unknown, dF: unknown): Call<Tensor> {
       { argument: 'dF' },
     );
   }
-  return { name: 'dfeBackward', inputs: [handle, toNative(d)], attrs: {}, finish: (out) => output(out.dx, 'dx') };
+  return { name: 'dfeBackward', inputs: [handle, toNative(d, 'dF')], attrs: {}, finish: (out) => output(out.dx, 'dx') };
 }
 
 // ------------------------------------------------------------------ entropyPruneReweight
@@ -331,7 +391,7 @@ function prepareEntropy(G: unknown, S: unknown, opts: unknown): Call<ChannelSele
   const selected = toSelected(o.selected, B, M, N);
   return {
     name: 'entropyPruneReweight',
-    inputs: [toNative(g), toNative(s), selected],
+    inputs: [toNative(g, 'G'), toNative(s, 'S'), selected],
     attrs: { M, alpha: v.alpha, gamma: v.gamma },
     finish: (out) => ({
       importance: out.importance as Float64Array,
@@ -440,7 +500,7 @@ function prepareCsc(G: unknown, S: unknown, selection: unknown, opts: unknown): 
   const { selected, weights } = selectionArg(selection, g.dims[0], g.dims[1]);
   return {
     name: 'csc',
-    inputs: [toNative(g), toNative(s), selected, weights, addTo ? toNative(addTo) : null],
+    inputs: [toNative(g, 'G'), toNative(s, 'S'), selected, weights, addTo ? toNative(addTo, 'opts.addTo') : null],
     attrs: { ...b, scale, grad },
     finish: (out) =>
       withDs(
@@ -467,7 +527,7 @@ function prepareLip(G: unknown, S: unknown, opts: unknown): Call<LipValue> {
   const { scale, grad, addTo } = termCommon(o, s);
   return {
     name: 'lip',
-    inputs: [toNative(g), toNative(s), addTo ? toNative(addTo) : null],
+    inputs: [toNative(g, 'G'), toNative(s, 'S'), addTo ? toNative(addTo, 'opts.addTo') : null],
     attrs: { ...v, sinkhornGrad, scale, grad },
     finish: (out) => withDs({ lip: scalar(out.lip, 'lip') }, out, grad),
   };
@@ -479,7 +539,7 @@ function prepareMseTerm(G: unknown, S: unknown, opts: unknown): Call<MseTermValu
   const { scale, grad, addTo } = termCommon(o, s);
   return {
     name: 'mseTerm',
-    inputs: [toNative(g), toNative(s), addTo ? toNative(addTo) : null],
+    inputs: [toNative(g, 'G'), toNative(s, 'S'), addTo ? toNative(addTo, 'opts.addTo') : null],
     attrs: { scale, grad },
     finish: (out) => withDs({ n: scalar(out.n, 'n') }, out, grad),
   };
@@ -524,4 +584,44 @@ export const ops = Object.freeze({
     runSync(prepareMseTerm(G, S, opts)) as WithGrad<O, MseTermValue>,
   /** The trainer ops of issue 16 (lib/trainer-ops.ts): conv2d, pixelShuffle, relu, leakyRelu, add, l1, charbonnier, resize, adam. */
   ...trainerOps,
+});
+
+// ------------------------------------------------------------------ device transfers
+
+// How tensor.ts moves device tensors: the toDevice / toHost ops of the registry.
+installDeviceTransfer({
+  upload(source, dims, device, async) {
+    const input: NativeOpValue = source instanceof Float32Array ? { data: source, dims: [...dims] } : (source as NativeOpValue);
+    const c: Call<{ handle: DeviceHandle }> = {
+      name: 'toDevice',
+      inputs: [input],
+      attrs: { device },
+      finish: (out) => {
+        const y = out.y as { handle?: DeviceHandle } | undefined;
+        if (!y || y.handle === undefined) throw new MghfError('E_NATIVE', 'The native toDevice op returned no tensor');
+        return { handle: y.handle };
+      },
+    };
+    return async ? runAsync(c) : runSync(c);
+  },
+  download(handle, async) {
+    const c: Call<Float32Array> = {
+      name: 'toHost',
+      inputs: [handle as NativeOpValue],
+      attrs: {},
+      finish: (out) => {
+        // The array alone: no Tensor is made (it would count in memory() until collected).
+        const y = out.y as { data?: unknown } | undefined;
+        if (!y || !is.float32Array(y.data)) throw new MghfError('E_NATIVE', 'The native toHost op returned no data');
+        return y.data;
+      },
+    };
+    return async ? runAsync(c) : runSync(c);
+  },
+  release(handle) {
+    loadedAddon()?.deviceRelease?.(handle);
+  },
+  resolve(device, argument) {
+    return resolveDevice(device, argument).deviceIndex;
+  },
 });

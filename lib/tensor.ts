@@ -9,10 +9,53 @@ import { MghfError, describe, invalidParameterError } from './errors';
 import { count, track, uncount, untrack } from './lifetime';
 
 /**
- * Where a tensor's data lives. Only 'cpu' (host memory, a Float32Array) in this version; device
- * tensors ('cuda:N', read with getData(), as onnxruntime's `location`) are planned (issue 15).
+ * Where a tensor's data lives: 'cpu' (host memory, a Float32Array in `data`) or 'cuda:N' (device
+ * memory of CUDA device N, read back with getData(), as onnxruntime's `location`).
  */
-export type TensorLocation = 'cpu';
+export type TensorLocation = 'cpu' | `cuda:${number}`;
+
+/** Options of `new Tensor` / `tensor()`. */
+export interface TensorOptions {
+  /** Where to put the data: 'cpu' (default; the Float32Array itself, not a copy), or 'cuda' / 'cuda:N' (a copy in device memory). */
+  device?: string;
+}
+
+/** An opaque native device buffer (a handle the binding made). */
+export interface DeviceHandle {
+  readonly __mghfDeviceTensor?: never;
+}
+
+/**
+ * How device tensors move, installed by ops.ts (which loads the binding): this module stays free
+ * of the binding so that validate.ts can import it.
+ */
+export interface DeviceTransfer {
+  /** Host data (or another device tensor's handle) → a new device tensor on cuda:`device`. */
+  upload(source: Float32Array | DeviceHandle, dims: readonly number[], device: number, async: boolean): { handle: DeviceHandle } | Promise<{ handle: DeviceHandle }>;
+  download(handle: DeviceHandle, async: boolean): Float32Array | Promise<Float32Array>;
+  release(handle: DeviceHandle): void;
+  /** E_UNSUPPORTED / E_OPTION unless 'cuda:N' (or 'cuda') names a usable device; its index. */
+  resolve(device: string, argument: string): number;
+}
+let transfer: DeviceTransfer | undefined;
+export function installDeviceTransfer(t: DeviceTransfer): void {
+  transfer = t;
+}
+function deviceTransfer(): DeviceTransfer {
+  if (!transfer) throw new MghfError('E_UNSUPPORTED', 'Device tensors need the native binding: import them from mghf, not mghf/tensor');
+  return transfer;
+}
+
+/** 'cpu', or the CUDA device index of 'cuda' / 'cuda:N' (usable, else the error saying why). */
+function parseDevice(device: unknown, argument: string): 'cpu' | number {
+  if (device === undefined || device === 'cpu') return 'cpu';
+  if (typeof device !== 'string' || !/^cuda(?::\d+)?$/.test(device)) {
+    throw invalidParameterError('E_OPTION', argument, "'cpu', 'cuda' or 'cuda:N'", device);
+  }
+  return deviceTransfer().resolve(device, argument);
+}
+
+const DEVICE_KEY = Symbol('mghf.deviceTensor');
 
 let nextId = 1;
 
@@ -36,19 +79,43 @@ export interface TensorLike {
 
 export class Tensor {
   readonly type = 'float32' as const;
-  /** The values, row-major (host tensors). After dispose() reading it throws E_DISPOSED naming the tensor. */
+  /**
+   * The values, row-major (host tensors). After dispose() reading it throws E_DISPOSED naming the
+   * tensor; on a device tensor it throws E_DEVICE (read it with getData()).
+   */
   declare readonly data: Float32Array;
   readonly dims: readonly number[];
-  /** Where the data lives: always 'cpu' in this version. */
+  /** Where the data lives: 'cpu' or 'cuda:N'. */
   readonly location: TensorLocation = 'cpu';
   /** A number for messages ("Tensor #12 [1,8,48,48]"), unique in this process. */
   readonly id: number;
   #data: Float32Array | undefined;
+  #handle: DeviceHandle | undefined;
 
-  constructor(data: Float32Array, dims: readonly number[]) {
+  /**
+   * A host tensor viewing `data` (not a copy), or with `opts.device` 'cuda' / 'cuda:N' a device
+   * tensor holding a copy of it (E_UNSUPPORTED, with the reason, where CUDA is not usable).
+   */
+  constructor(data: Float32Array, dims: readonly number[], opts?: TensorOptions);
+  /** @internal A device tensor around a native handle (ops and to() make these). */
+  constructor(key: symbol, dims: readonly number[], device: { handle: DeviceHandle; index: number });
+  constructor(data: Float32Array | symbol, dims: readonly number[], opts?: TensorOptions | { handle: DeviceHandle; index: number }) {
     const snapshot = snapshotDims(dims, 'tensor');
-    checkTensorParts(data, snapshot, 'tensor');
-    this.#data = genuineFloat32(data);
+    if (data === DEVICE_KEY) {
+      const d = opts as { handle: DeviceHandle; index: number };
+      this.#handle = d.handle;
+      this.location = `cuda:${d.index}`;
+    } else {
+      checkTensorParts(data, snapshot, 'tensor');
+      const device = parseDevice((opts as TensorOptions | undefined)?.device, 'opts.device');
+      if (device === 'cpu') {
+        this.#data = genuineFloat32(data as Float32Array);
+      } else {
+        const up = deviceTransfer().upload(genuineFloat32(data as Float32Array), snapshot as number[], device, false) as { handle: DeviceHandle };
+        this.#handle = up.handle;
+        this.location = `cuda:${device}`;
+      }
+    }
     this.dims = Object.freeze(snapshot as number[]);
     this.id = nextId++;
     // Checked once, so fixed: `Tensor.from` trusts a Tensor without checking it again. `data` is
@@ -62,31 +129,110 @@ export class Tensor {
       id: fixed,
       data: { get: () => this.#read(), enumerable: true, configurable: false },
     });
-    count(this, this.location, this.#data.byteLength);
+    count(this, this.location, this.byteLength);
     track(this);
   }
 
+  /** @internal */
+  static fromDevice(handle: DeviceHandle, dims: readonly number[], index: number): Tensor {
+    return new Tensor(DEVICE_KEY, dims, { handle, index });
+  }
+
+  /** The data's bytes (4 per element), wherever it lives. */
+  get byteLength(): number {
+    return this.size * 4;
+  }
+
   #read(): Float32Array {
-    if (this.#data === undefined) throw disposedError(this.describe(), 'tensor');
+    if (this.#data === undefined) {
+      if (this.#handle !== undefined) {
+        throw new MghfError(
+          'E_DEVICE',
+          `${this.describe()} lives on ${this.location}: its data is not in host memory. Read it with ` +
+            `await t.getData() (or t.getDataSync()), or copy it to the host with t.to('cpu')`,
+          { argument: 'tensor' },
+        );
+      }
+      throw disposedError(this.describe(), 'tensor');
+    }
     return this.#data;
   }
 
   /** Whether dispose() was called (directly, or by the scope() it was created in). */
   get disposed(): boolean {
-    return this.#data === undefined;
+    return this.#data === undefined && this.#handle === undefined;
   }
 
   /**
-   * Drops this tensor's reference to its data and stops counting it in memory(). Safe to call
-   * more than once; reading `data` afterwards throws E_DISPOSED. The array itself is not
-   * cleared: whoever else holds it keeps it.
+   * Drops this tensor's reference to its data and stops counting it in memory(): a device
+   * tensor's memory goes back at once (or when a running op that reads it ends). Safe to call more
+   * than once; using it afterwards throws E_DISPOSED. A host tensor's array is not cleared:
+   * whoever else holds it keeps it.
    */
   dispose(): void {
-    const data = this.#data;
-    if (data === undefined) return;
+    if (this.disposed) return;
+    const handle = this.#handle;
     this.#data = undefined;
-    uncount(this, this.location, data.byteLength);
+    this.#handle = undefined;
+    uncount(this, this.location, this.byteLength);
     untrack(this);
+    if (handle !== undefined) deviceTransfer().release(handle);
+  }
+
+  /** @internal The native handle of a device tensor (E_DISPOSED naming `name`), undefined on the host. */
+  static deviceHandle(t: Tensor, name: string): DeviceHandle | undefined {
+    if (t.disposed) throw disposedError(`${name} (${t.describe()})`, name);
+    return t.#handle;
+  }
+
+  /** The CUDA device index of a device tensor, or undefined on the host. */
+  get deviceIndex(): number | undefined {
+    return this.location === 'cpu' ? undefined : Number(this.location.slice(5));
+  }
+
+  /**
+   * The values, as a Float32Array on the host: a host tensor's own array, or a copy downloaded
+   * from the device (off the event loop).
+   */
+  async getData(): Promise<Float32Array> {
+    const handle = Tensor.deviceHandle(this, 'tensor');
+    if (handle === undefined) return this.data;
+    return deviceTransfer().download(handle, true);
+  }
+
+  /** getData() on the calling thread. */
+  getDataSync(): Float32Array {
+    const handle = Tensor.deviceHandle(this, 'tensor');
+    if (handle === undefined) return this.data;
+    return deviceTransfer().download(handle, false) as Float32Array;
+  }
+
+  /**
+   * A new tensor with a copy of the data on `device` ('cpu', 'cuda' or 'cuda:N'); this one is
+   * unchanged. Between two CUDA devices the copy goes through the host.
+   */
+  async to(device: string): Promise<Tensor> {
+    return this.#copyTo(device, true);
+  }
+
+  /** to() on the calling thread. */
+  toSync(device: string): Tensor {
+    return this.#copyTo(device, false) as Tensor;
+  }
+
+  #copyTo(device: string, async: boolean): Tensor | Promise<Tensor> {
+    const handle = Tensor.deviceHandle(this, 'tensor');
+    const target = parseDevice(device, 'device');
+    const dims = this.dims;
+    if (target === 'cpu') {
+      if (handle === undefined) return new Tensor(this.data.slice(), dims);
+      const d = deviceTransfer().download(handle, async);
+      return d instanceof Promise ? d.then((x) => new Tensor(x, dims)) : new Tensor(d, dims);
+    }
+    const up = deviceTransfer().upload(handle ?? this.data, dims, target, async);
+    return up instanceof Promise
+      ? up.then((u) => Tensor.fromDevice(u.handle, dims, target))
+      : Tensor.fromDevice(up.handle, dims, target);
   }
 
   /** `using t = …` (TypeScript 5.2) disposes it at the end of the block. */
@@ -153,6 +299,14 @@ export class Tensor {
   get size(): number {
     return elementCount(this.dims);
   }
+}
+
+/**
+ * A tensor of `data` with `dims`: on the host (the array itself), or with `opts.device` 'cuda' /
+ * 'cuda:N' a copy on that device. The same as `new Tensor(data, dims, opts)`.
+ */
+export function tensor(data: Float32Array, dims: readonly number[], opts?: TensorOptions): Tensor {
+  return new Tensor(data, dims, opts);
 }
 
 /** E_DISPOSED for a use of `what` (a tensor or tape description) after its dispose(). */

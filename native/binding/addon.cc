@@ -514,10 +514,70 @@ std::vector<int64_t> get_dims(const Napi::Value& v, const std::string& name) {
   return dims;
 }
 
+// ---- device tensors (issue 15 item 1): a handle (External, its own type tag)
+// owning one reference to a DeviceTensor; kept apart from the host conversions.
+using DeviceRef = std::shared_ptr<ops::DeviceTensor>;
+constexpr napi_type_tag kDeviceTag = {0x6d676866c0ffee04ULL, 0x6465766963657406ULL};
+
+bool is_device_handle(const Napi::Value& v) {
+  return v.IsExternal() && v.As<Napi::External<DeviceRef>>().CheckTypeTag(&kDeviceTag);
+}
+
+ops::Value device_value_from_js(const Napi::Value& v, const std::string& name) {
+  auto ext = v.As<Napi::External<DeviceRef>>();
+  if (!*ext.Data()) fail("E_DISPOSED", name + " was disposed");
+  return ops::Value::on_device(*ext.Data());
+}
+
+// {handle, device, dims}: lib/tensor.ts wraps it in a Tensor located 'cuda:<device>'
+// and passes the handle alone back as an op input.
+Napi::Value device_value_to_js(Napi::Env env, ops::Value& v) {
+  const int device = v.device->device();
+  const std::vector<int64_t> dims = v.device->dims();
+  // The finalizer is the safety net for a tensor nobody disposed.
+  auto handle = Napi::External<DeviceRef>::New(env, new DeviceRef(std::move(v.device)),
+                                               [](Napi::Env, DeviceRef* p) { delete p; });
+  handle.TypeTag(&kDeviceTag);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("handle", handle);
+  o.Set("device", double(device));
+  Napi::Array d = Napi::Array::New(env, dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) d.Set(uint32_t(i), double(dims[i]));
+  o.Set("dims", d);
+  return o;
+}
+
+// deviceRelease(handle): drops the handle's reference now (dispose()); true when it held one.
+Napi::Value DeviceRelease(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    if (info.Length() < 1 || !is_device_handle(info[0])) fail("E_ARGUMENT", "expected a device tensor handle");
+    auto ext = info[0].As<Napi::External<DeviceRef>>();
+    const bool held = bool(*ext.Data());
+    ext.Data()->reset();
+    return Napi::Boolean::New(info.Env(), held);
+  });
+}
+
+// deviceMemory(): [{device, tensors, bytes}] of the live native device tensors.
+Napi::Value DeviceMemory(const Napi::CallbackInfo& info) {
+  const auto live = ops::DeviceTensor::live_per_device();
+  Napi::Array a = Napi::Array::New(info.Env());
+  uint32_t i = 0;
+  for (const auto& kv : live) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("device", double(kv.first));
+    o.Set("tensors", double(kv.second.first));
+    o.Set("bytes", double(kv.second.second));
+    a.Set(i++, o);
+  }
+  return a;
+}
+
 ops::Value to_op_value(const Napi::Value& v, size_t index) {
   const std::string name = "input " + std::to_string(index);
   ops::Value out;
   if (v.IsUndefined() || v.IsNull()) return out;
+  if (is_device_handle(v)) return device_value_from_js(v, name);
   if (v.IsExternal()) {
     auto ext = v.As<Napi::External<StateRef>>();
     if (!ext.CheckTypeTag(&kStateTag)) fail("E_ARGUMENT", name + " is not a handle an op returned");
@@ -631,6 +691,8 @@ Napi::Value op_value_to_js(Napi::Env env, ops::Value& v) {
       handle.TypeTag(&kStateTag);
       return handle;
     }
+    case ops::Kind::Device:
+      return device_value_to_js(env, v);
     default:
       return env.Undefined();
   }
@@ -965,6 +1027,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("opSync", Napi::Function::New(env, OpSync, "opSync"));
   exports.Set("opRelease", Napi::Function::New(env, OpRelease, "opRelease"));
   exports.Set("opMemory", Napi::Function::New(env, OpMemory, "opMemory"));
+  exports.Set("deviceRelease", Napi::Function::New(env, DeviceRelease, "deviceRelease"));
+  exports.Set("deviceMemory", Napi::Function::New(env, DeviceMemory, "deviceMemory"));
   exports.Set("opNames", Napi::Function::New(env, OpNames, "opNames"));
   return exports;
 }

@@ -210,13 +210,24 @@ class CudaBackend final : public Backend {
   std::string isa() const override { return isa_; }
   int threads() const override { return 1; }
   LossResult<float> loss(const DfeWeights<float>& w, const float* sr, const float* gt,
-                         const Shape& s, const LossOptions& opt) override;
+                         const Shape& s, const LossOptions& opt) override {
+    return run_loss(w, sr, gt, false, nullptr, s, opt);
+  }
+  // The same on device tensors: sr, gt and grad (∂L/∂sr, written when opt.grad) are device
+  // pointers on this device; r.grad stays empty. No host round trip of the images or gradient.
+  LossResult<float> loss_on_device(const DfeWeights<float>& w, const float* sr, const float* gt,
+                                   float* grad, const Shape& s, const LossOptions& opt) {
+    return run_loss(w, sr, gt, true, grad, s, opt);
+  }
   void features(const DfeWeights<float>& w, const float* x, const Shape& s, InputRange range,
                 float* F, const CancelFlag* cancel) override;
 
  private:
   const int device_;
   const std::string isa_;
+  LossResult<float> run_loss(const DfeWeights<float>& w, const float* sr, const float* gt,
+                             bool on_device, float* device_grad, const Shape& s,
+                             const LossOptions& opt);
   // Calls on one device run one at a time (each on its own stream). The GPU is
   // saturated by one call anyway, and it means no block of the cache can be
   // handed to another call while a failed call's kernels are still draining.
@@ -227,8 +238,11 @@ class CudaBackend final : public Backend {
 // finiteness checks after each stage (a scan on the device, then the index
 // and value downloaded) and the same cancel checks between stages; each scan
 // synchronises the stream, so a cancel takes effect within one stage.
-LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr, const float* gt,
-                                    const Shape& s, const LossOptions& opt) {
+// on_device: sr and gt are device pointers and the gradient goes to device_grad;
+// otherwise they are host arrays (uploaded here) and the gradient comes back in r.grad.
+LossResult<float> CudaBackend::run_loss(const DfeWeights<float>& w, const float* sr,
+                                        const float* gt, bool on_device, float* device_grad,
+                                        const Shape& s, const LossOptions& opt) {
   LossResult<float> r;
   const TermPlan plan = plan_terms(opt);
   const bool c = plan.c;
@@ -236,11 +250,17 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
   const bool do_n = plan.do_n, do_csc = plan.do_csc, do_lip = plan.do_lip;
   const bool b1 = plan.b1, b2 = plan.b2, b3 = plan.b3;
   r.skipped = plan.skipped;
-  if (opt.grad) {
+  if (opt.grad && !on_device) {
     r.grad.resize(size_t(s.size()));
     r.grad.zero();
   }
-  if (!do_n && !do_csc && !do_lip) return r;  // every term off: no work at all
+  if (!do_n && !do_csc && !do_lip) {  // every term off: no work at all
+    if (opt.grad && on_device && s.size()) {
+      DeviceScope scope(device_);
+      MGHF_CUDA_CHECK(cudaMemset(device_grad, 0, size_t(s.size()) * sizeof(float)));
+    }
+    return r;
+  }
 
   std::lock_guard<std::mutex> serial(call_mutex_);
   throw_if_cancelled(opt.cancel);
@@ -257,18 +277,22 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
     if (i >= 0) numeric_error(stage, std::string(what) + " at index " + std::to_string(i), value, ctx());
   };
   cuda::upload(w, mem.w, stream);
-  upload_array(sr, size_t(s.size()), mem.sr, stream);
-  upload_array(gt, size_t(s.size()), mem.gt, stream);
+  if (!on_device) {
+    upload_array(sr, size_t(s.size()), mem.sr, stream);
+    upload_array(gt, size_t(s.size()), mem.gt, stream);
+    sr = mem.sr.data();
+    gt = mem.gt.data();
+  }
   // Forward only (opts.grad false): no tape, no ∂L/∂S, no backward, as on the CPU.
   const bool grad = opt.grad;
   mem.G.resize(size_t(count));
   mem.S.resize(size_t(count));
   if (grad) mem.dS.resize(size_t(count));
-  cuda::dfe_forward(mem.w, mem.gt.data(), s.B, s.H, s.W, opt.range, mem.G.data(), nullptr,
+  cuda::dfe_forward(mem.w, gt, s.B, s.H, s.W, opt.range, mem.G.data(), nullptr,
                     mem.scratch, stream);
   check_device(mem.G.data(), count, NumericStage::DfeForwardGt, "the features of gt");
   throw_if_cancelled(opt.cancel);
-  cuda::dfe_forward(mem.w, mem.sr.data(), s.B, s.H, s.W, opt.range, mem.S.data(),
+  cuda::dfe_forward(mem.w, sr, s.B, s.H, s.W, opt.range, mem.S.data(),
                     grad ? &mem.tape : nullptr, mem.scratch, stream);
   check_device(mem.S.data(), count, NumericStage::DfeForwardSr, "the features of sr");
   if (grad && count)
@@ -337,6 +361,15 @@ LossResult<float> CudaBackend::loss(const DfeWeights<float>& w, const float* sr,
     return r;
   }
   throw_if_cancelled(opt.cancel);
+  if (on_device) {
+    cuda::dfe_backward(mem.w, mem.tape, dS, s.B, s.H, s.W, opt.range, device_grad, mem.scratch,
+                       stream);
+    check_device(device_grad, s.size(), NumericStage::DfeBackward, "the gradient");
+    clock.lap("dfe_backward");
+    stream.sync();
+    clock.collect(r.timings);
+    return r;
+  }
   mem.dx.resize(size_t(s.size()));
   cuda::dfe_backward(mem.w, mem.tape, dS, s.B, s.H, s.W, opt.range, mem.dx.data(),
                      mem.scratch, stream);
@@ -394,7 +427,20 @@ CudaStatus cuda_status(int device) {
   }
 }
 
-Backend& cuda_backend(int device) {
+namespace {
+CudaBackend& cuda_backend_on(int device);
+}
+
+Backend& cuda_backend(int device) { return cuda_backend_on(device); }
+
+LossResult<float> cuda_loss_on_device(int device, const DfeWeights<float>& w, const float* sr,
+                                      const float* gt, float* grad, const Shape& s,
+                                      const LossOptions& opt) {
+  return cuda_backend_on(device).loss_on_device(w, sr, gt, grad, s, opt);
+}
+
+namespace {
+CudaBackend& cuda_backend_on(int device) {
   const CudaStatus st = cuda_status(device);
   if (!st.available) throw Error("E_UNSUPPORTED", "CUDA is not usable: " + st.reason);
   static std::mutex m;
@@ -404,5 +450,6 @@ Backend& cuda_backend(int device) {
   if (!b) b = std::make_unique<CudaBackend>(device, st);
   return *b;
 }
+}  // namespace
 
 }  // namespace mghf

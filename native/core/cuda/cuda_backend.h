@@ -22,4 +22,11 @@ CudaStatus cuda_status(int device = 0);
 // unusable. Built without CUDA, reason says so.
 Backend& cuda_backend(int device = 0);
 
+// CudaBackend::loss on device tensors of `device` (issue 15 item 3): sr, gt [B, 3, H, W] and
+// grad (∂L/∂sr, written when opt.grad) are device pointers; the result's grad stays empty.
+// E_UNSUPPORTED as cuda_backend() when CUDA is not usable.
+LossResult<float> cuda_loss_on_device(int device, const DfeWeights<float>& w, const float* sr,
+                                      const float* gt, float* grad, const Shape& s,
+                                      const LossOptions& opt);
+
 }  // namespace mghf

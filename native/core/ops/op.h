@@ -5,8 +5,9 @@
 // same core functions the loss uses, so a composition of ops computes what
 // mghf_loss computes.
 //
-// Values own their data: an op may use an input buffer as scratch (the
-// binding copies every input before the work starts).
+// Host values own their data: an op may use an input host buffer as scratch
+// (the binding copies every host input before the work starts). Device
+// tensors (Kind::Device) are shared, never copied: an op must not write them.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -19,6 +20,7 @@
 #include "buffer.h"
 #include "dfe_weights.h"
 #include "error.h"
+#include "ops/device_tensor.h"
 
 namespace mghf {
 namespace ops {
@@ -53,7 +55,7 @@ class OpState {
   static inline std::atomic<int64_t> count_{0}, bytes_{0};
 };
 
-enum class Kind { None, F32, I32, F64, Scalar, State, Weights };
+enum class Kind { None, F32, I32, F64, Scalar, State, Weights, Device };
 
 struct Value {
   Kind kind = Kind::None;
@@ -64,6 +66,7 @@ struct Value {
   double scalar = 0;
   std::shared_ptr<OpState> state;
   std::shared_ptr<const DfeWeights<float>> weights;  // Kind::Weights
+  std::shared_ptr<DeviceTensor> device;              // Kind::Device (dims: its dims)
 
   int64_t count() const {
     int64_t n = 1;
@@ -75,6 +78,13 @@ struct Value {
     v.kind = Kind::F32;
     v.dims = std::move(dims);
     v.f32.resize(size_t(v.count()));
+    return v;
+  }
+  static Value on_device(std::shared_ptr<DeviceTensor> t) {
+    Value v;
+    v.kind = Kind::Device;
+    v.dims = t->dims();
+    v.device = std::move(t);
     return v;
   }
   static Value number(double x) {

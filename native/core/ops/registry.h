@@ -10,15 +10,20 @@
 namespace mghf {
 namespace ops {
 
+// An op's implementations: `run` on host tensors, `cuda` on tensors of one
+// CUDA device (null: none). run_op picks one by where the tensor inputs are.
 struct OpInfo {
   const char* name;
   OpFn run;
+  OpFn cuda = nullptr;
 };
 
 // The op called `name`, or nullptr.
 const OpInfo* find_op(const std::string& name);
 std::vector<std::string> op_names();
-// Runs op `name` (E_ARGUMENT naming the known ops when there is none).
+// Runs op `name` (E_ARGUMENT naming the known ops when there is none) on the
+// device its tensor inputs are on: E_DEVICE when they are on different ones
+// (naming both inputs and their locations: nothing is copied between devices).
 Outputs run_op(const std::string& name, std::vector<Value>& inputs, const Attrs& attrs);
 
 // One per group (dfe_ops.cpp, entropy_ops.cpp, csc_ops.cpp, lip_ops.cpp, n_ops.cpp).
@@ -29,6 +34,12 @@ void register_lip_ops(std::vector<OpInfo>& list);
 void register_n_ops(std::vector<OpInfo>& list);
 // The trainer ops of issue 16 (ops/trainer_ops.h lists their groups).
 void register_trainer_ops(std::vector<OpInfo>& list);
+// The CUDA implementations (cuda/ops_cuda.cu; cuda_stub.cpp in a CPU build):
+// fills `cuda` of the ops above and adds the transfers toDevice and toHost.
+void register_cuda_ops(std::vector<OpInfo>& list);
+
+// "cpu" or "cuda:N": where input value v is (for messages).
+std::string location_of(const Value& v);
 
 }  // namespace ops
 }  // namespace mghf

@@ -1,0 +1,520 @@
+// The ops of native/core/ops on CUDA tensors (issue 15, item 2): one function
+// per op, beside the kernels it calls, registered as that op's `cuda`
+// implementation (registry.h picks it when the tensor inputs are on a device).
+// Each runs the same launchers CudaBackend::loss chains (cuda_backend.cu) with
+// the same finiteness checks as the op's CPU function, on its own stream,
+// synchronised before it returns: a later op, a download or a free never races
+// this op's kernels. Outputs are new device tensors; inputs are never written
+// (dS and dF are copied first, as the CPU ops work on the binding's copies).
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../entropy.h"  // select_channels
+#include "../numeric_checks.h"
+#include "../ops/loss_ops.h"
+#include "../ops/registry.h"
+#include "cuda_backend.h"
+#include "cuda_check.h"
+#include "cuda_mghfc.h"
+#include "device_buffer.h"
+#include "dfe_kernels.h"
+
+namespace mghf {
+namespace ops {
+namespace {
+
+using cuda::DeviceScope;
+
+// A device tensor's memory: one DeviceBuffer from the device's cache.
+class CudaTensor final : public DeviceTensor {
+ public:
+  CudaTensor(int device, std::vector<int64_t> dims) : DeviceTensor(device, std::move(dims)) {
+    buf_.resize(size_t(count()));
+  }
+  float* data() override { return buf_.data(); }
+
+ private:
+  cuda::DeviceBuffer<float> buf_;
+};
+
+// The caller holds a DeviceScope for `device`.
+std::shared_ptr<DeviceTensor> new_tensor(int device, std::vector<int64_t> dims) {
+  return std::make_shared<CudaTensor>(device, std::move(dims));
+}
+
+// The call's own stream; destroying it drains it (first, as it is declared
+// after every buffer the call uses), on the error paths too.
+class Stream {
+ public:
+  Stream() { MGHF_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+  ~Stream() {
+    (void)cudaStreamSynchronize(s_);
+    (void)cudaStreamDestroy(s_);
+    (void)cudaGetLastError();
+  }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  operator cudaStream_t() const { return s_; }
+  void sync() { MGHF_CUDA_CHECK(cudaStreamSynchronize(s_)); }
+
+ private:
+  cudaStream_t s_ = nullptr;
+};
+
+void require_cuda(int device, const std::string& op) {
+  const CudaStatus st = cuda_status(device);
+  if (!st.available) throw Error("E_UNSUPPORTED", op + ": CUDA is not usable: " + st.reason);
+}
+
+// A device float32 tensor with `rank` dims at input i (run_op has checked that
+// every tensor input is on one device).
+DeviceTensor& device_input(std::vector<Value>& in, size_t i, const std::string& op, const char* name,
+                           size_t rank) {
+  Value& v = input(in, i, op, name);
+  if (v.kind != Kind::Device || !v.device)
+    op_fail(op, std::string(name) + " must be a CUDA tensor", "E_DEVICE");
+  if (v.device->dims().size() != rank)
+    op_fail(op, std::string(name) + " must have " + std::to_string(rank) + " dims", "E_SHAPE");
+  return *v.device;
+}
+
+void same_dims(const DeviceTensor& a, const DeviceTensor& b, const std::string& op, const char* an,
+               const char* bn) {
+  if (a.dims() != b.dims()) op_fail(op, std::string(bn) + " must have the dims of " + an, "E_SHAPE");
+}
+
+void copy_device(float* to, const float* from, int64_t n, cudaStream_t stream) {
+  if (n) MGHF_CUDA_CHECK(cudaMemcpyAsync(to, from, size_t(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+}
+
+// The new dS: a copy of the optional accumulator at input i (dims of S), or zeros.
+std::shared_ptr<DeviceTensor> gradient_accumulator(std::vector<Value>& in, size_t i, DeviceTensor& S,
+                                                   const std::string& op, cudaStream_t stream) {
+  auto dS = new_tensor(S.device(), S.dims());
+  if (present(in, i)) {
+    DeviceTensor& acc = device_input(in, i, op, "dS", S.dims().size());
+    same_dims(S, acc, op, "S", "dS");
+    copy_device(dS->data(), acc.data(), S.count(), stream);
+  } else if (S.count()) {
+    MGHF_CUDA_CHECK(cudaMemsetAsync(dS->data(), 0, size_t(S.count()) * sizeof(float), stream));
+  }
+  return dS;
+}
+
+// numeric_checks.h's check_finite, with x on the device (a scan, then the index and value downloaded).
+template <class Ctx>
+void check_device(const float* x, int64_t n, NumericStage stage, const char* what, Ctx&& ctx,
+                  cudaStream_t stream) {
+  float value = 0;
+  const int64_t i = cuda::first_nonfinite(x, n, &value, stream);
+  if (i >= 0) numeric_error(stage, std::string(what) + " at index " + std::to_string(i), value, ctx());
+}
+
+NumericContext weights_context(const DfeWeights<float>& w) {
+  NumericContext c;
+  c.weights_hint = largest_weight_hint(w);
+  return c;
+}
+
+// ---------------------------------------------------------------- transfers
+
+// toDevice: inputs x (host or device) ; attrs device (N of cuda:N). outputs y on cuda:N.
+// A device input is copied through the host: an explicit t.to(), never a silent one.
+Outputs to_device(std::vector<Value>& in, const Attrs& attrs) {
+  const std::string op = "toDevice";
+  const int device = attrs.integer("device", 0, 0, 1023);
+  require_cuda(device, op);
+  Value& x = input(in, 0, op, "x");
+  std::vector<float> staged;
+  const float* host = nullptr;
+  std::vector<int64_t> dims;
+  if (x.kind == Kind::F32) {
+    Value& t = tensor_input(in, 0, op, "x", x.dims.size());
+    host = t.f32.data();
+    dims = t.dims;
+  } else if (x.kind == Kind::Device && x.device) {
+    dims = x.device->dims();
+    staged.resize(size_t(x.device->count()));
+    DeviceScope from(x.device->device());
+    if (!staged.empty())
+      MGHF_CUDA_CHECK(cudaMemcpy(staged.data(), x.device->data(), staged.size() * sizeof(float),
+                                 cudaMemcpyDeviceToHost));
+    host = staged.data();
+  } else {
+    op_fail(op, "x must be a float32 tensor", "E_DTYPE");
+  }
+  DeviceScope scope(device);
+  auto y = new_tensor(device, dims);
+  {
+    Stream stream;
+    if (y->count())
+      MGHF_CUDA_CHECK(cudaMemcpyAsync(y->data(), host, size_t(y->bytes()), cudaMemcpyHostToDevice, stream));
+    stream.sync();
+  }
+  Outputs out;
+  out.emplace_back("y", Value::on_device(std::move(y)));
+  return out;
+}
+
+// toHost: inputs x (device). outputs y, a host float32 tensor.
+Outputs to_host(std::vector<Value>& in, const Attrs&) {
+  const std::string op = "toHost";
+  Value& x = input(in, 0, op, "x");
+  if (x.kind != Kind::Device || !x.device) op_fail(op, "x must be a CUDA tensor", "E_DEVICE");
+  DeviceScope scope(x.device->device());
+  Value y = Value::tensor(x.device->dims());
+  {
+    Stream stream;
+    if (y.count())
+      MGHF_CUDA_CHECK(cudaMemcpyAsync(y.f32.data(), x.device->data(), size_t(y.count()) * sizeof(float),
+                                      cudaMemcpyDeviceToHost, stream));
+    stream.sync();
+  }
+  Outputs out;
+  out.emplace_back("y", std::move(y));
+  return out;
+}
+
+// ---------------------------------------------------------------- dfe, dfeBackward
+
+// dfe_ops.cpp's tape, on the device: the weights as uploaded and the device tape.
+class CudaDfeTapeState final : public OpState {
+ public:
+  CudaDfeTapeState(std::shared_ptr<const DfeWeights<float>> host, int device, int B, int H, int W,
+                   InputRange range)
+      : OpState("dfe tape (cuda)"), host_weights(std::move(host)), device(device), B(B), H(H), W(W),
+        range(range) {}
+  void count_bytes() {
+    int64_t b = 0;
+    for (const cuda::DeviceBlockTape& bt : tape.block) {
+      b += int64_t(bt.z1.size() + bt.E.size()) * int64_t(sizeof(float));
+      for (const cuda::DeviceIrbTape* it : {&bt.phi, &bt.rho, &bt.eta})
+        b += int64_t(it->m1.size() + it->m2.size());
+    }
+    set_bytes(b);
+  }
+  std::shared_ptr<const DfeWeights<float>> host_weights;  // for the numeric errors' context
+  cuda::DeviceDfeWeights weights;
+  cuda::DeviceDfeTape tape;
+  int device, B, H, W;
+  InputRange range;
+};
+
+// inputs: x [B, 3, H, W] (device), weights. attrs: inputRange, tape. outputs: F (device), tape.
+Outputs dfe_cuda(std::vector<Value>& in, const Attrs& attrs) {
+  const std::string op = "dfe";
+  DeviceTensor& x = device_input(in, 0, op, "x", 4);
+  Value& wv = input(in, 1, op, "weights");
+  if (wv.kind != Kind::Weights || !wv.weights) op_fail(op, "weights must be DFE weights", "E_WEIGHTS");
+  if (x.dims()[1] != 3) op_fail(op, "x must have 3 channels", "E_SHAPE");
+  if (x.dims()[2] < 2 || x.dims()[3] < 2) op_fail(op, "x must be at least 2×2", "E_TOO_SMALL");
+  const DfeWeights<float>& w = *wv.weights;
+  const int B = int(x.dims()[0]), H = int(x.dims()[2]), W = int(x.dims()[3]), N = w.arch.channels;
+  const InputRange range =
+      attrs.text("inputRange", "unit") == "symmetric" ? InputRange::Symmetric : InputRange::Unit;
+  require_cuda(x.device(), op);
+  DeviceScope scope(x.device());
+  auto state = std::make_shared<CudaDfeTapeState>(wv.weights, x.device(), B, H, W, range);
+  const bool with_tape = attrs.flag("tape", true);
+  auto F = new_tensor(x.device(), {B, N, H, W});
+  {
+    cuda::DfeScratch scratch(w.arch, B, H, W);
+    Stream stream;
+    cuda::upload(w, state->weights, stream);
+    cuda::dfe_forward(state->weights, x.data(), B, H, W, range, F->data(),
+                      with_tape ? &state->tape : nullptr, scratch, stream);
+    check_device(F->data(), F->count(), NumericStage::Features, "the features",
+                 [&] { return weights_context(w); }, stream);
+  }
+  Outputs out;
+  out.emplace_back("F", Value::on_device(std::move(F)));
+  if (with_tape) {
+    state->count_bytes();
+    Value t;
+    t.kind = Kind::State;
+    t.state = std::move(state);
+    out.emplace_back("tape", std::move(t));
+  }
+  return out;
+}
+
+// inputs: tape (a dfe op's on this device), dF [B, N, H, W] (device). outputs: dx (device).
+Outputs dfe_backward_cuda(std::vector<Value>& in, const Attrs&) {
+  const std::string op = "dfeBackward";
+  Value& tv = input(in, 0, op, "tape");
+  auto* tape = tv.kind == Kind::State ? dynamic_cast<CudaDfeTapeState*>(tv.state.get()) : nullptr;
+  if (!tape) op_fail(op, "tape must be the tape of a dfe op on CUDA (dF is a CUDA tensor)", "E_DEVICE");
+  DeviceTensor& dF = device_input(in, 1, op, "dF", 4);
+  if (dF.device() != tape->device)
+    op_fail(op, "the tape is on cuda:" + std::to_string(tape->device) + " but dF is on cuda:" +
+                    std::to_string(dF.device()), "E_DEVICE");
+  const DfeWeights<float>& w = *tape->host_weights;
+  const std::vector<int64_t> want = {tape->B, w.arch.channels, tape->H, tape->W};
+  if (dF.dims() != want)
+    op_fail(op, "dF must have the dims of the features the tape was recorded for", "E_SHAPE");
+  DeviceScope scope(dF.device());
+  auto dx = new_tensor(dF.device(), {tape->B, 3, tape->H, tape->W});
+  {
+    cuda::DeviceBuffer<float> work(size_t(dF.count()));  // dfe_backward uses dF as scratch
+    cuda::DfeScratch scratch(w.arch, tape->B, tape->H, tape->W);
+    Stream stream;
+    copy_device(work.data(), dF.data(), dF.count(), stream);
+    cuda::dfe_backward(tape->weights, tape->tape, work.data(), tape->B, tape->H, tape->W, tape->range,
+                       dx->data(), scratch, stream);
+    check_device(dx->data(), dx->count(), NumericStage::DfeBackward, "the gradient",
+                 [&] { return weights_context(w); }, stream);
+  }
+  Outputs out;
+  out.emplace_back("dx", Value::on_device(std::move(dx)));
+  return out;
+}
+
+// ---------------------------------------------------------------- the terms
+
+// entropy_ops.cpp's op: the importance on the device, the choice on the host
+// (select_channels, as CudaBackend::loss does). Outputs are host vectors.
+Outputs entropy_prune_reweight_cuda(std::vector<Value>& in, const Attrs& attrs) {
+  const std::string op = "entropyPruneReweight";
+  DeviceTensor& G = device_input(in, 0, op, "G", 4);
+  DeviceTensor& S = device_input(in, 1, op, "S", 4);
+  same_dims(G, S, op, "G", "S");
+  const int B = int(G.dims()[0]), N = int(G.dims()[1]);
+  const int64_t P = G.dims()[2] * G.dims()[3];
+  const int M = attrs.integer("M", 64, 1, N);
+  const double alpha = attrs.number("alpha", 1), gamma = attrs.number("gamma", 1);
+  std::vector<int> selected;
+  if (present(in, 2)) {
+    Value& sel = in[2];
+    if (sel.kind != Kind::I32 || sel.i32.size() != size_t(B) * M)
+      op_fail(op, "selected must be an Int32Array of B·M channel indices", "E_OPTION");
+    for (int32_t v : sel.i32)
+      if (v < 0 || v >= N) op_fail(op, "selected holds a channel index out of range", "E_OPTION");
+    selected.assign(sel.i32.begin(), sel.i32.end());
+  }
+  NumericContext ctx;
+  ctx.alpha = alpha;
+  ctx.gamma = gamma;
+  auto context = [&] { return ctx; };
+  DeviceScope scope(G.device());
+  std::vector<double> imp;
+  {
+    Stream stream;
+    imp = cuda::importance(G.data(), S.data(), B, N, P, stream);
+  }
+  check_finite(imp.data(), int64_t(imp.size()), NumericStage::Importance, "the importance", context);
+  ChannelSelection chosen = select_channels(imp, B, N, M, selected, alpha, gamma);
+  check_finite(chosen.weights.data(), int64_t(chosen.weights.size()), NumericStage::Importance,
+               "the weights w", context);
+  Outputs out;
+  out.emplace_back("importance", Value::doubles(std::move(imp)));
+  out.emplace_back("selected", Value::ints(std::vector<int32_t>(chosen.sel.begin(), chosen.sel.end())));
+  out.emplace_back("weights", Value::doubles(std::move(chosen.weights)));
+  return out;
+}
+
+// csc_ops.cpp's op with cuda::csc: selected/weights host vectors, dS on the device.
+Outputs csc_cuda(std::vector<Value>& in, const Attrs& attrs) {
+  const std::string op = "csc";
+  DeviceTensor& G = device_input(in, 0, op, "G", 4);
+  DeviceTensor& S = device_input(in, 1, op, "S", 4);
+  same_dims(G, S, op, "G", "S");
+  const int B = int(G.dims()[0]), N = int(G.dims()[1]);
+  const int64_t P = G.dims()[2] * G.dims()[3];
+  Value& sel = input(in, 2, op, "selected");
+  Value& wts = input(in, 3, op, "weights");
+  if (sel.kind != Kind::I32 || sel.i32.empty() || sel.i32.size() % size_t(B) != 0 ||
+      sel.i32.size() / size_t(B) > size_t(N))
+    op_fail(op, "selected must be an Int32Array of B·M channel indices, M ≤ N", "E_SHAPE");
+  const int M = int(sel.i32.size() / size_t(B));
+  for (int32_t v : sel.i32)
+    if (v < 0 || v >= N) op_fail(op, "selected holds a channel index out of range", "E_SHAPE");
+  if (wts.kind != Kind::F64 || wts.f64.size() != sel.i32.size())
+    op_fail(op, "weights must be a Float64Array of B·M weights", "E_SHAPE");
+  const double beta1 = attrs.number("beta1", 0.1333), beta2 = attrs.number("beta2", 1),
+               beta3 = attrs.number("beta3", 0.1333), scale = attrs.number("scale", 1);
+  const bool grad = attrs.flag("grad", true);
+  NumericContext ctx;
+  ctx.beta1 = beta1;
+  ctx.beta2 = beta2;
+  ctx.beta3 = beta3;
+  ctx.gamma2 = scale;
+  auto context = [&] { return ctx; };
+  DeviceScope scope(G.device());
+  std::shared_ptr<DeviceTensor> dS;
+  CscParts parts;
+  {
+    Stream stream;
+    if (grad) dS = gradient_accumulator(in, 4, S, op, stream);
+    static_assert(sizeof(int32_t) == sizeof(int), "selected is passed as int");
+    parts = cuda::csc(G.data(), S.data(), B, N, P, M, reinterpret_cast<const int*>(sel.i32.data()),
+                      wts.f64.data(), {beta1, beta2, beta3, scale}, grad ? dS->data() : nullptr, stream);
+    if (grad) check_device(dS->data(), dS->count(), NumericStage::Csc, "its gradient", context, stream);
+  }
+  const double mse = beta1 != 0 ? parts.mse : 0, corr = beta2 != 0 ? parts.corr : 0,
+               gram = beta3 != 0 ? parts.gram : 0;
+  const double total = beta1 * mse + beta2 * corr + beta3 * gram;
+  check_finite_value(mse, NumericStage::Csc, "mse", context);
+  check_finite_value(corr, NumericStage::Csc, "corr", context);
+  check_finite_value(gram, NumericStage::Csc, "gram", context);
+  check_finite_value(total, NumericStage::Csc, "csc", context);
+  Outputs out;
+  out.emplace_back("mse", Value::number(mse));
+  out.emplace_back("corr", Value::number(corr));
+  out.emplace_back("gram", Value::number(gram));
+  out.emplace_back("csc", Value::number(total));
+  if (grad) out.emplace_back("dS", Value::on_device(std::move(dS)));
+  return out;
+}
+
+// lip_ops.cpp's op with cuda::lip.
+Outputs lip_cuda(std::vector<Value>& in, const Attrs& attrs) {
+  const std::string op = "lip";
+  DeviceTensor& G = device_input(in, 0, op, "G", 4);
+  DeviceTensor& S = device_input(in, 1, op, "S", 4);
+  same_dims(G, S, op, "G", "S");
+  const int B = int(G.dims()[0]), N = int(G.dims()[1]), H = int(G.dims()[2]), W = int(G.dims()[3]);
+  LipOptions o;
+  o.patch = attrs.integer("patch", 32, 1, 256);
+  o.stride = attrs.integer("stride", 16, 1, 256);
+  o.pmax = attrs.integer("pmax", 256, 1, 4096);
+  o.monce.tau = attrs.number("tau", 0.07);
+  o.monce.eps_ot = attrs.number("epsOt", 1);
+  o.monce.Q = attrs.number("Q", 1);
+  o.monce.iters = attrs.integer("iters", 50, 1, 10000);
+  o.monce.sinkhorn_grad = attrs.flag("sinkhornGrad", true);
+  if (H < o.patch || W < o.patch) op_fail(op, "the maps must be at least patch×patch", "E_TOO_SMALL");
+  const double scale = attrs.number("scale", 1);
+  const bool grad = attrs.flag("grad", true);
+  NumericContext ctx;
+  ctx.tau = o.monce.tau;
+  ctx.eps_ot = o.monce.eps_ot;
+  ctx.Q = o.monce.Q;
+  ctx.gamma3 = scale;
+  auto context = [&] { return ctx; };
+  DeviceScope scope(G.device());
+  std::shared_ptr<DeviceTensor> dS;
+  double value = 0;
+  {
+    Stream stream;
+    if (grad) dS = gradient_accumulator(in, 2, S, op, stream);
+    value = cuda::lip(G.data(), S.data(), B, N, H, W, o, scale, grad ? dS->data() : nullptr, stream);
+    if (grad) check_device(dS->data(), dS->count(), NumericStage::Lip, "its gradient", context, stream);
+  }
+  check_finite_value(value, NumericStage::Lip, "L_lip", context);
+  Outputs out;
+  out.emplace_back("lip", Value::number(value));
+  if (grad) out.emplace_back("dS", Value::on_device(std::move(dS)));
+  return out;
+}
+
+// n_ops.cpp's op with the L_n launchers of dfe_kernels.h.
+Outputs mse_term_cuda(std::vector<Value>& in, const Attrs& attrs) {
+  const std::string op = "mseTerm";
+  DeviceTensor& G = device_input(in, 0, op, "G", 4);
+  DeviceTensor& S = device_input(in, 1, op, "S", 4);
+  same_dims(G, S, op, "G", "S");
+  const int64_t count = G.count();
+  const double scale = attrs.number("scale", 1);
+  const bool grad = attrs.flag("grad", true);
+  NumericContext ctx;
+  ctx.gamma1 = scale;
+  auto context = [&] { return ctx; };
+  DeviceScope scope(G.device());
+  std::shared_ptr<DeviceTensor> dS;
+  double n = 0;
+  {
+    Stream stream;
+    n = cuda::sum_squared_difference(S.data(), G.data(), count, stream) / double(count);
+    check_finite_value(n, NumericStage::N, "L_n", context);
+    if (grad) {
+      dS = gradient_accumulator(in, 2, S, op, stream);
+      cuda::n_gradient(S.data(), G.data(), count, float(scale * 2.0 / double(count)), dS->data(), stream);
+      check_device(dS->data(), count, NumericStage::N, "its gradient", context, stream);
+    }
+  }
+  Outputs out;
+  out.emplace_back("n", Value::number(n));
+  if (grad) out.emplace_back("dS", Value::on_device(std::move(dS)));
+  return out;
+}
+
+// ---------------------------------------------------------------- the loss on device tensors
+
+// mghfLoss with sr, gt on a device (issue 15 item 3): CudaBackend's loss on device pointers,
+// the gradient a new device tensor. inputs: sr, gt [B, 3, H, W] (device), weights, selected
+// (Int32 [B·M], optional). attrs: the loss options by their mghfLoss names (lib/loss.ts has
+// checked them), and composed (default false: CudaBackend's chain; true: compose_mghf_loss). outputs: loss, n, mse, corr, gram, csc, lip, skipped (Int32 indices into
+// n, mse, corr, gram, csc, lip), grad (device, with grad), importance and selected (details).
+Outputs loss_cuda(std::vector<Value>& in, const Attrs& attrs) {
+  const std::string op = "mghfLoss";
+  DeviceTensor& sr = device_input(in, 0, op, "sr", 4);
+  DeviceTensor& gt = device_input(in, 1, op, "gt", 4);
+  same_dims(sr, gt, op, "sr", "gt");
+  Value& wv = input(in, 2, op, "weights");
+  if (wv.kind != Kind::Weights || !wv.weights) op_fail(op, "weights must be DFE weights", "E_WEIGHTS");
+  if (sr.dims()[1] != 3) op_fail(op, "sr must have 3 channels", "E_SHAPE");
+  Shape s;
+  s.B = int(sr.dims()[0]);
+  s.H = int(sr.dims()[2]);
+  s.W = int(sr.dims()[3]);
+  if (s.H < 2 || s.W < 2) op_fail(op, "sr must be at least 2×2", "E_TOO_SMALL");
+  const int N = wv.weights->arch.channels;
+  const LossOptions o = loss_options(in, attrs, s.B, N);
+  // Memory safety only: the LIP patches must lie inside the image.
+  if (o.variant == Variant::C && o.gamma3 != 0 && (s.H < o.lip.patch || s.W < o.lip.patch))
+    op_fail(op, "images must be at least patch×patch pixels for the LIP term", "E_TOO_SMALL");
+  require_cuda(sr.device(), op);
+  // composed: the same loss as the composition of the ops (ops/loss_ops.h), the step towards one
+  // written-once loss for every backend; it gives the same bits as the backend's own chain below.
+  if (attrs.flag("composed", false)) return compose_mghf_loss(in, attrs);
+  DeviceScope scope(sr.device());
+  std::shared_ptr<DeviceTensor> grad;
+  if (o.grad) grad = new_tensor(sr.device(), sr.dims());
+  LossResult<float> r =
+      cuda_loss_on_device(sr.device(), *wv.weights, sr.data(), gt.data(), grad ? grad->data() : nullptr, s, o);
+  Outputs out;
+  out.emplace_back("loss", Value::number(r.loss));
+  const std::pair<const char*, double> parts[] = {{"n", r.n},     {"mse", r.mse}, {"corr", r.corr},
+                                                  {"gram", r.gram}, {"csc", r.csc}, {"lip", r.lip}};
+  std::vector<int32_t> skipped;
+  for (int i = 0; i < 6; ++i) {
+    out.emplace_back(parts[i].first, Value::number(parts[i].second));
+    if (std::find(r.skipped.begin(), r.skipped.end(), parts[i].first) != r.skipped.end()) skipped.push_back(i);
+  }
+  out.emplace_back("skipped", Value::ints(std::move(skipped)));
+  if (grad) out.emplace_back("grad", Value::on_device(std::move(grad)));
+  if (!r.importance.empty()) {
+    out.emplace_back("importance", Value::doubles(std::move(r.importance)));
+    out.emplace_back("selected", Value::ints(std::vector<int32_t>(r.selected.begin(), r.selected.end())));
+  }
+  return out;
+}
+
+void set_cuda(std::vector<OpInfo>& list, const char* name, OpFn fn) {
+  for (OpInfo& op : list)
+    if (std::string(op.name) == name) {
+      op.cuda = fn;
+      return;
+    }
+  throw Error("E_NATIVE", std::string("no op ") + name + " to give a CUDA implementation");
+}
+
+}  // namespace
+
+void register_cuda_ops(std::vector<OpInfo>& list) {
+  set_cuda(list, "dfe", dfe_cuda);
+  set_cuda(list, "dfeBackward", dfe_backward_cuda);
+  set_cuda(list, "entropyPruneReweight", entropy_prune_reweight_cuda);
+  set_cuda(list, "csc", csc_cuda);
+  set_cuda(list, "lip", lip_cuda);
+  set_cuda(list, "mseTerm", mse_term_cuda);
+  list.push_back({"toDevice", to_device, to_device});
+  list.push_back({"toHost", nullptr, to_host});
+  list.push_back({"mghfLoss", nullptr, loss_cuda});
+}
+
+}  // namespace ops
+}  // namespace mghf
