@@ -109,8 +109,9 @@ function runOps(lib, h, cli) {
   }
   console.log(table(['case', 'op', 'phase', 'median ms', 'counted', 'rate', 'of floor'], rows));
 
-  // Composition overhead: MGHF-c from ops (test/ops.test.ts's composeSync, default options and
-  // weights) against one mghfLossSync call, alternating, B=1 256².
+  // Composition overhead: MGHF-c from ops (default options and weights) against one
+  // mghfLossSync call, alternating, B=1 256². The term gradients are chained: each term op adds
+  // into the previous one's dS, handed over (consume: no copy), as mghfLoss assembles ∂L/∂S.
   const kase = cases[0];
   const { sr, gt } = makeInputs(Tensor, kase.batch, kase.height, kase.width);
   const g1 = 2, g2 = 1.5, g3 = 1e-3;
@@ -119,11 +120,9 @@ function runOps(lib, h, cli) {
     const { F: S, tape } = ops.dfeSync(sr);
     const n = ops.mseTermSync(G, S, { scale: g1 });
     const selection = ops.entropyPruneReweightSync(G, S);
-    const c = ops.cscSync(G, S, selection, { scale: g2 });
-    const l = ops.lipSync(G, S, { scale: g3 });
-    const sum = new Float32Array(n.dS.data);
-    for (const d of [c.dS.data, l.dS.data]) for (let i = 0; i < sum.length; i++) sum[i] = Math.fround(sum[i] + d[i]);
-    return { loss: g1 * n.n + g2 * c.csc + g3 * l.lip, grad: ops.dfeBackwardSync(tape, new Tensor(sum, n.dS.dims)) };
+    const c = ops.cscSync(G, S, selection, { scale: g2, addTo: n.dS, consume: true });
+    const l = ops.lipSync(G, S, { scale: g3, addTo: c.dS, consume: true });
+    return { loss: g1 * n.n + g2 * c.csc + g3 * l.lip, grad: ops.dfeBackwardSync(tape, l.dS, { consume: true }) };
   });
   const whole = () => mghfLossSync(sr, gt, { device: 'cpu' });
   const rounds = Math.max(repeat, 5);
@@ -143,7 +142,7 @@ function runOps(lib, h, cli) {
   const mc = median(tc), mw = median(tw);
   console.log(`\nComposition overhead, MGHF-c at ${kase.name}, default options, alternating, ${rounds} rounds after a warm-up:`);
   console.log(table(['path', 'median ms', 'min ms', 'max ms'], [
-    ['composed from ops (Sync, scope, JS sum of dS)', (mc * 1e3).toFixed(1), (Math.min(...tc) * 1e3).toFixed(1), (Math.max(...tc) * 1e3).toFixed(1)],
+    ['composed from ops (Sync, scope, dS chained with consume)', (mc * 1e3).toFixed(1), (Math.min(...tc) * 1e3).toFixed(1), (Math.max(...tc) * 1e3).toFixed(1)],
     ["mghfLossSync(sr, gt, { device: 'cpu' })", (mw * 1e3).toFixed(1), (Math.min(...tw) * 1e3).toFixed(1), (Math.max(...tw) * 1e3).toFixed(1)],
   ]));
   console.log(`composed / whole = ${(mc / mw).toFixed(3)} (${((mc - mw) * 1e3).toFixed(1)} ms); same loss bits: ${sameLoss}, max |Δgrad| ${maxDiff.toExponential(1)}`);

@@ -9,7 +9,7 @@ import { type Disposable, liveTensors, track, untrack } from './lifetime';
 import { OPTION_BOUNDS, type BoundedOption, boundText, checkCost, checkReweight, featuresCost, inBound } from './limits';
 import { toSelected, type InputRange } from './loss';
 import { type NativeAddon, type NativeOpValue, type NativeWeights, type OpHandle, loadedAddon, native, rethrowNative } from './native';
-import { Tensor, type TensorLike, type TensorLocation, disposedError } from './tensor';
+import { Tensor, type TensorLike, type TensorLocation, disposedError, releaseOnDispose } from './tensor';
 import { checkFinite, checkOptions, is, toImageTensor } from './validate';
 import { type DfeWeights, checkWeights, defaultWeights } from './weights';
 
@@ -126,12 +126,19 @@ export function memory(): MemoryInfo {
 // Tensors the ops made: finite by construction (the core checks its outputs), so not scanned again.
 const opOutputs = new WeakSet<Tensor>();
 
+// An op's output: its data is the native block itself (no copy), freed by dispose() (opFree) or,
+// as a safety net, when the garbage collector collects the array.
 function output(v: NativeOpValue, name: string): Tensor {
   const t = v as { data?: unknown; dims?: unknown } | undefined;
   if (!t || !is.float32Array(t.data) || !Array.isArray(t.dims)) throw new MghfError('E_NATIVE', `The native op returned no tensor ${name}`);
   const out = new Tensor(t.data, t.dims as number[]);
   opOutputs.add(out);
+  releaseOnDispose(out, freeNative);
   return out;
+}
+
+function freeNative(data: Float32Array): void {
+  loadedAddon()?.opFree?.(data);
 }
 
 function scalar(v: NativeOpValue, name: string): number {
@@ -168,6 +175,13 @@ function featurePair(G: unknown, S: unknown): [Tensor, Tensor] {
 }
 
 const toNative = (t: Tensor): NativeOpValue => ({ data: t.data, dims: [...t.dims] });
+
+/**
+ * A tensor handed over to the op (`consume`): the op takes its native block to write into, without
+ * a copy (an op output; any other array is copied as usual), and the tensor is disposed once the
+ * call has started, whether the op then succeeds or fails.
+ */
+const toConsumed = (t: Tensor): NativeOpValue => ({ data: t.data, dims: [...t.dims], consume: true });
 
 /** Reads each named numeric option within its documented bound (OPTION_BOUNDS), else its default. */
 function bounded<K extends string>(o: Partial<Record<string, unknown>>, defaults: Record<K, number>, boundOf: Record<K, BoundedOption>): Record<K, number> {
@@ -207,7 +221,13 @@ interface Call<R> {
   name: string;
   inputs: NativeOpValue[];
   attrs: Attrs;
+  /** Tensors handed over (toConsumed): disposed once the native call has taken them. */
+  consumed?: Tensor[];
   finish(out: NativeOutputs): R;
+}
+
+function disposeConsumed(c: Call<unknown>): void {
+  for (const t of c.consumed ?? []) t.dispose();
 }
 
 function runSync<R>(c: Call<R>): R {
@@ -217,15 +237,26 @@ function runSync<R>(c: Call<R>): R {
     out = a.opSync(c.name, c.inputs, c.attrs);
   } catch (err) {
     rethrowNative(err);
+  } finally {
+    disposeConsumed(c);
   }
   return c.finish(out);
 }
 
 async function runAsync<R>(c: Call<R>): Promise<R> {
   const a = opAddon();
+  let pending: Promise<NativeOutputs>;
+  try {
+    // The binding has read (or taken) every input before op() returns its promise.
+    pending = a.op(c.name, c.inputs, c.attrs);
+  } catch (err) {
+    rethrowNative(err);
+  } finally {
+    disposeConsumed(c);
+  }
   let out: NativeOutputs;
   try {
-    out = await a.op(c.name, c.inputs, c.attrs);
+    out = await pending;
   } catch (err) {
     rethrowNative(err);
   }
@@ -280,7 +311,16 @@ function prepareDfe(x: unknown, opts: unknown): Call<DfeOpResult> {
   };
 }
 
-function prepareDfeBackward(tape: unknown, dF: unknown): Call<Tensor> {
+export interface DfeBackwardOptions {
+  /** true: dF is handed over: the backward uses its memory as scratch instead of a copy of it, and disposes dF (also when it fails). Default false. */
+  consume?: boolean;
+}
+
+export const DFE_BACKWARD_OPTION_NAMES = ['consume'] as const;
+
+function prepareDfeBackward(tape: unknown, dF: unknown, opts: unknown): Call<Tensor> {
+  const o = checkOptions(opts, DFE_BACKWARD_OPTION_NAMES);
+  const consume = flag(o, 'consume', false);
   if (!(tape instanceof DfeTape)) throw invalidParameterError('E_ARGUMENT', 'tape', 'the tape of ops.dfe', tape);
   const handle = DfeTape.handleOf(tape, 'tape');
   const d = featureArg(dF, 'dF');
@@ -291,7 +331,13 @@ function prepareDfeBackward(tape: unknown, dF: unknown): Call<Tensor> {
       { argument: 'dF' },
     );
   }
-  return { name: 'dfeBackward', inputs: [handle, toNative(d)], attrs: {}, finish: (out) => output(out.dx, 'dx') };
+  return {
+    name: 'dfeBackward',
+    inputs: [handle, consume ? toConsumed(d) : toNative(d)],
+    attrs: {},
+    consumed: consume ? [d] : [],
+    finish: (out) => output(out.dx, 'dx'),
+  };
 }
 
 // ------------------------------------------------------------------ entropyPruneReweight
@@ -374,6 +420,12 @@ export interface TermOptions {
   grad?: boolean;
   /** The gradient so far ([B, N, H, W], dims of S): dS is then addTo + scale·∂term/∂S, the term's contributions added onto a copy of it in float32 (addTo is not changed). */
   addTo?: Tensor | TensorLike | null;
+  /**
+   * true: addTo is handed over instead of copied: the op adds into addTo's own memory when it is
+   * an op's output (no copy, no new allocation), returns that memory as dS, and disposes addTo
+   * (also when the op fails). The same values as without. Default false.
+   */
+  consume?: boolean;
 }
 
 /** R, plus dS unless the options say grad: false. */
@@ -415,7 +467,7 @@ export interface MseTermValue {
   n: number;
 }
 
-const TERM_NAMES = ['scale', 'grad', 'addTo'] as const;
+const TERM_NAMES = ['scale', 'grad', 'addTo', 'consume'] as const;
 export const CSC_OPTION_NAMES = ['beta1', 'beta2', 'beta3', ...TERM_NAMES] as const;
 export const LIP_OPTION_NAMES = ['patch', 'stride', 'pmax', 'tau', 'epsOt', 'Q', 'iters', 'sinkhornGrad', ...TERM_NAMES] as const;
 export const MSE_TERM_OPTION_NAMES = TERM_NAMES;
@@ -423,8 +475,10 @@ export const MSE_TERM_OPTION_NAMES = TERM_NAMES;
 function termCommon(o: Partial<Record<string, unknown>>, S: Tensor) {
   const { scale } = bounded(o, { scale: 1 }, { scale: 'gamma1' });
   const grad = flag(o, 'grad', true);
+  const consume = flag(o, 'consume', false);
   const addTo = grad ? addToArg(o, S) : undefined;
-  return { scale, grad, addTo };
+  const addToInput: NativeOpValue = addTo ? (consume ? toConsumed(addTo) : toNative(addTo)) : null;
+  return { scale, grad, addToInput, consumed: addTo && consume ? [addTo] : [] };
 }
 
 function withDs<R extends object>(value: R, out: NativeOutputs, grad: boolean): R {
@@ -435,12 +489,13 @@ function prepareCsc(G: unknown, S: unknown, selection: unknown, opts: unknown): 
   const o = checkOptions(opts, CSC_OPTION_NAMES);
   const b = bounded(o, { beta1: 0.1333, beta2: 1, beta3: 0.1333 }, { beta1: 'beta1', beta2: 'beta2', beta3: 'beta3' });
   const [g, s] = featurePair(G, S);
-  const { scale, grad, addTo } = termCommon(o, s);
+  const { scale, grad, addToInput, consumed } = termCommon(o, s);
   const { selected, weights } = selectionArg(selection, g.dims[0], g.dims[1]);
   return {
     name: 'csc',
-    inputs: [toNative(g), toNative(s), selected, weights, addTo ? toNative(addTo) : null],
+    inputs: [toNative(g), toNative(s), selected, weights, addToInput],
     attrs: { ...b, scale, grad },
+    consumed,
     finish: (out) =>
       withDs(
         { mse: scalar(out.mse, 'mse'), corr: scalar(out.corr, 'corr'), gram: scalar(out.gram, 'gram'), csc: scalar(out.csc, 'csc') },
@@ -463,11 +518,12 @@ function prepareLip(G: unknown, S: unknown, opts: unknown): Call<LipValue> {
   if (H < v.patch || W < v.patch) {
     throw new MghfError('E_TOO_SMALL', `Expected S to be at least ${v.patch}×${v.patch} (opts.patch) but received ${H}×${W} (H×W)`, { argument: 'S' });
   }
-  const { scale, grad, addTo } = termCommon(o, s);
+  const { scale, grad, addToInput, consumed } = termCommon(o, s);
   return {
     name: 'lip',
-    inputs: [toNative(g), toNative(s), addTo ? toNative(addTo) : null],
+    inputs: [toNative(g), toNative(s), addToInput],
     attrs: { ...v, sinkhornGrad, scale, grad },
+    consumed,
     finish: (out) => withDs({ lip: scalar(out.lip, 'lip') }, out, grad),
   };
 }
@@ -475,11 +531,12 @@ function prepareLip(G: unknown, S: unknown, opts: unknown): Call<LipValue> {
 function prepareMseTerm(G: unknown, S: unknown, opts: unknown): Call<MseTermValue> {
   const o = checkOptions(opts, MSE_TERM_OPTION_NAMES);
   const [g, s] = featurePair(G, S);
-  const { scale, grad, addTo } = termCommon(o, s);
+  const { scale, grad, addToInput, consumed } = termCommon(o, s);
   return {
     name: 'mseTerm',
-    inputs: [toNative(g), toNative(s), addTo ? toNative(addTo) : null],
+    inputs: [toNative(g), toNative(s), addToInput],
     attrs: { scale, grad },
+    consumed,
     finish: (out) => withDs({ n: scalar(out.n, 'n') }, out, grad),
   };
 }
@@ -499,9 +556,9 @@ export const ops = Object.freeze({
     runAsync(prepareDfe(x, opts)),
   dfeSync: (x: In, opts?: DfeOpOptions): DfeOpResult => runSync(prepareDfe(x, opts)),
   /** dx = (∂F/∂x)ᵀ·dF, dF [B, N, H, W] → dx [B, 3, H, W]. */
-  dfeBackward: async (tape: DfeTape, dF: In): Promise<Tensor> =>
-    runAsync(prepareDfeBackward(tape, dF)),
-  dfeBackwardSync: (tape: DfeTape, dF: In): Tensor => runSync(prepareDfeBackward(tape, dF)),
+  dfeBackward: async (tape: DfeTape, dF: In, opts?: DfeBackwardOptions): Promise<Tensor> =>
+    runAsync(prepareDfeBackward(tape, dF, opts)),
+  dfeBackwardSync: (tape: DfeTape, dF: In, opts?: DfeBackwardOptions): Tensor => runSync(prepareDfeBackward(tape, dF, opts)),
   /** SPEC §4: importance, kept channels and their weights (no backward: the choice is constant for the gradient). */
   entropyPruneReweight: async (G: In, S: In, opts?: EntropyOpOptions): Promise<ChannelSelection> =>
     runAsync(prepareEntropy(G, S, opts)),

@@ -16,6 +16,15 @@ export type TensorLocation = 'cpu';
 
 let nextId = 1;
 
+// What frees a tensor's memory at dispose() when the JS heap does not own it (an op's output, whose
+// data is a native block: lib/ops.ts). Without one, dispose() only drops the reference.
+const releasers = new WeakMap<Tensor, (data: Float32Array) => void>();
+
+/** Makes dispose() of `t` call `release(data)` once, after it has dropped its reference. */
+export function releaseOnDispose(t: Tensor, release: (data: Float32Array) => void): void {
+  releasers.set(t, release);
+}
+
 /**
  * Anything shaped like a tensor that the library accepts where it takes a tensor: a `Tensor`, an
  * onnxruntime Tensor, or a plain `{ type: 'float32', data, dims }` object. At run time `data` must
@@ -78,15 +87,22 @@ export class Tensor {
 
   /**
    * Drops this tensor's reference to its data and stops counting it in memory(). Safe to call
-   * more than once; reading `data` afterwards throws E_DISPOSED. The array itself is not
+   * more than once; reading `data` afterwards throws E_DISPOSED. A tensor an op returned frees its
+   * native memory now (its array then reads as empty, length 0); any other tensor's array is not
    * cleared: whoever else holds it keeps it.
    */
   dispose(): void {
     const data = this.#data;
     if (data === undefined) return;
     this.#data = undefined;
-    uncount(this, this.location, data.byteLength);
+    // Counted from the dims: a consumed op output's array is already detached (byteLength 0).
+    uncount(this, this.location, this.size * Float32Array.BYTES_PER_ELEMENT);
     untrack(this);
+    const release = releasers.get(this);
+    if (release) {
+      releasers.delete(this);
+      release(data);
+    }
   }
 
   /** `using t = …` (TypeScript 5.2) disposes it at the end of the block. */

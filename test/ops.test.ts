@@ -18,6 +18,7 @@ import {
   type LossResult,
   type PartName,
 } from '../lib/index';
+import { loadedAddon } from '../lib/native';
 import { imagePair, loadFixture } from './helpers/fixtures';
 
 type Parts = Record<PartName, number>;
@@ -166,6 +167,116 @@ t.test('(d) memory() is flat over 2,000 calls with scope() and with explicit dis
   const { numTensors, numBytes } = memory().devices.cpu;
   t.equal(numTensors, start.numTensors);
   t.equal(numBytes, start.numBytes);
+});
+
+/** Op outputs JavaScript holds as native blocks (neither disposed nor collected). */
+function liveBlocks(): number {
+  return loadedAddon()?.opMemory?.().blocks ?? NaN;
+}
+
+/** Element-wise identical (Object.is: NaN and −0 too). */
+function identical(a: Float32Array, b: Float32Array): boolean {
+  return a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
+}
+
+// Second: a failing op must leave nothing behind either (issue 15 item 5).
+t.test('(d) a failed op frees what it allocated: memory() unchanged after 1,000 failing calls', async (t) => {
+  const weights = createWeights({ seed: 4, channels: 2 });
+  // Weights this large overflow float32 in the stem: dfe allocates F and its tape, runs, then
+  // fails its finiteness check (E_NUMERIC) after every allocation.
+  const huge = createWeights({ seed: 4, channels: 2 });
+  for (const a of Object.values(huge.tensors)) (a as Float32Array).fill(1e30);
+  const { sr, gt } = imagePair([1, 3, 4, 4], 8);
+  const G = ops.dfeSync(gt, { weights, tape: false }).F;
+  const far = new Tensor(new Float32Array(G.size).fill(3e38), G.dims);
+  const near = new Tensor(new Float32Array(G.size).fill(-3e38), G.dims);
+  const start = memory();
+  const blocks = liveBlocks();
+  let failed = 0;
+  for (let i = 0; i < 1000; i++) {
+    try {
+      ops.dfeSync(sr, { weights: huge });
+    } catch (err) {
+      if ((err as MghfError).code === 'E_NUMERIC') failed++;
+    }
+    // A consumed addTo is the op's even when it fails: (S − G)² overflows float32 (E_NUMERIC).
+    const d = ops.mseTermSync(G, G).dS;
+    try {
+      ops.mseTermSync(far, near, { addTo: d, consume: true });
+    } catch (err) {
+      if ((err as MghfError).code === 'E_NUMERIC' && d.disposed) failed++;
+    }
+  }
+  t.equal(failed, 2000, 'every call failed with its typed error');
+  t.same(memory(), start, 'memory() unchanged');
+  t.equal(liveBlocks(), blocks, 'no native output block left behind');
+  await t.rejects(ops.dfe(sr, { weights: huge }), { code: 'E_NUMERIC' });
+  t.same(memory(), start, 'memory() unchanged after a failing async call');
+  for (const x of [G, far, near]) x.dispose();
+});
+
+// ------------------------------------------------------------------ (e) outputs without copies
+
+t.test('(e) op outputs are native blocks: dispose frees them, consume hands addTo over, async ops keep what they read', async (t) => {
+  const weights = createWeights({ seed: 5, channels: 4 });
+  const { sr, gt } = imagePair([1, 3, 6, 6], 9);
+  const blocks = liveBlocks();
+  const { F: G } = ops.dfeSync(gt, { weights, tape: false });
+  const { F: S, tape } = ops.dfeSync(sr, { weights });
+  t.equal(liveBlocks() - blocks, 2, 'F of gt and of sr are native blocks');
+
+  // consume: the same bits as the copying addTo; the handed-over tensor is disposed, its array detached.
+  const n = ops.mseTermSync(G, S, { scale: 2 });
+  const copied = ops.mseTermSync(G, S, { scale: 3, addTo: n.dS });
+  const handed = n.dS.data;
+  const consumed = ops.mseTermSync(G, S, { scale: 3, addTo: n.dS, consume: true });
+  t.ok(identical(consumed.dS.data, copied.dS.data), 'consume: dS bit for bit as with a copy');
+  t.ok(n.dS.disposed, 'the consumed addTo is disposed');
+  t.equal(handed.length, 0, 'and its array detached (its memory is the new dS)');
+  const c1 = ops.cscSync(G, S, ops.entropyPruneReweightSync(G, S, { M: 2 }), { addTo: consumed.dS });
+  const c2 = ops.cscSync(G, S, ops.entropyPruneReweightSync(G, S, { M: 2 }), { addTo: consumed.dS, consume: true });
+  t.ok(identical(c1.dS.data, c2.dS.data), 'csc: consume = copy, bit for bit');
+  const l1 = ops.lipSync(G, S, { patch: 4, stride: 2, addTo: c2.dS });
+  const l2 = ops.lipSync(G, S, { patch: 4, stride: 2, addTo: c2.dS, consume: true });
+  t.ok(identical(l1.dS.data, l2.dS.data), 'lip: consume = copy, bit for bit');
+
+  // A caller's own array is never written: with consume it is copied (and the tensor disposed).
+  const own = new Tensor(new Float32Array(S.size).fill(0.25), S.dims);
+  const ownData = own.data;
+  const m = ops.mseTermSync(G, S, { addTo: own, consume: true });
+  t.ok(own.disposed && ownData.length === S.size && ownData.every((v) => v === 0.25), "a caller's array is left as it was");
+  const m2 = ops.mseTermSync(G, S, { addTo: new Tensor(new Float32Array(S.size).fill(0.25), S.dims) });
+  t.ok(identical(m.dS.data, m2.dS.data), 'and the sum is the same');
+
+  // dfeBackward may use a consumed dF as scratch: the same dx.
+  const dx1 = ops.dfeBackwardSync(tape as DfeTape, l2.dS);
+  const dx2 = ops.dfeBackwardSync(tape as DfeTape, l2.dS, { consume: true });
+  t.ok(identical(dx1.data, dx2.data) && l2.dS.disposed, 'dfeBackward: consume = copy, bit for bit');
+
+  // dispose() frees the block now, not at the next garbage collection.
+  const before = liveBlocks();
+  const view = dx1.data;
+  dx1.dispose();
+  t.equal(liveBlocks(), before - 1, 'dispose() frees the native block');
+  t.equal(view.length, 0, 'and detaches the array');
+
+  // An async op keeps what it reads although its inputs are disposed (detached) while it runs.
+  const want = ops.mseTermSync(G, S, { scale: 2 });
+  const pending = ops.mseTerm(G, S, { scale: 2 });
+  G.dispose();
+  S.dispose();
+  const got = await pending;
+  t.equal(got.n, want.n, 'async value with its inputs disposed mid-call');
+  t.ok(identical(got.dS.data, want.dS.data), 'async dS with its inputs disposed mid-call');
+
+  // addTo that is also S, consumed: S is still read as it was (the op writes into a copy).
+  const { F: S2 } = ops.dfeSync(sr, { weights, tape: false });
+  const { F: G2 } = ops.dfeSync(gt, { weights, tape: false });
+  const ref = ops.mseTermSync(G2, S2, { addTo: S2 });
+  const alias = ops.mseTermSync(G2, S2, { addTo: S2, consume: true });
+  t.ok(identical(alias.dS.data, ref.dS.data), 'addTo = S consumed: the same values');
+  for (const x of [copied.dS, c1.dS, l1.dS, m.dS, m2.dS, dx2, got.dS, want.dS, G2, ref.dS, alias.dS, tape as DfeTape]) x.dispose();
+  t.equal(liveBlocks(), blocks, 'every block freed');
 });
 
 t.test('(a) MGHF-n and MGHF-c composed from ops are mghfLoss, bit for bit', async (t) => {

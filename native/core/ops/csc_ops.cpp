@@ -16,9 +16,7 @@ namespace {
 // outputs: mse, corr, gram, csc = β1·mse + β2·corr + β3·gram, dS (with grad).
 Outputs csc(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "csc";
-  Value& G = tensor_input(in, 0, op, "G", 4);
-  Value& S = tensor_input(in, 1, op, "S", 4);
-  same_dims(G, S, op, "G", "S");
+  auto [G, S] = feature_pair(in, op);
   const int B = int(G.dims[0]), N = int(G.dims[1]);
   const int64_t P = G.dims[2] * G.dims[3];
   Value& sel = input(in, 2, op, "selected");
@@ -40,7 +38,7 @@ Outputs csc(std::vector<Value>& in, const Attrs& attrs) {
   const CscParts parts =
       csc_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, P, M,
                                    reinterpret_cast<const int*>(sel.i32.data()), wts.f64.data(),
-                                   {beta1, beta2, beta3, scale}, grad ? dS.f32.data() : nullptr);
+                                   {beta1, beta2, beta3, scale}, grad ? dS.f32.mut() : nullptr);
   // A part whose β is 0 is not computed: 0, as mghf_loss reports it.
   const double mse = beta1 != 0 ? parts.mse : 0, corr = beta2 != 0 ? parts.corr : 0,
                gram = beta3 != 0 ? parts.gram : 0;

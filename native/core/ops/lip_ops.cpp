@@ -14,9 +14,7 @@ namespace {
 // sinkhornGrad, scale (∂L/∂L_lip), grad. outputs: lip, dS (with grad).
 Outputs lip(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "lip";
-  Value& G = tensor_input(in, 0, op, "G", 4);
-  Value& S = tensor_input(in, 1, op, "S", 4);
-  same_dims(G, S, op, "G", "S");
+  auto [G, S] = feature_pair(in, op);
   const int B = int(G.dims[0]), N = int(G.dims[1]), H = int(G.dims[2]), W = int(G.dims[3]);
   LipOptions o;
   o.patch = attrs.integer("patch", 32, 1, 256);
@@ -33,7 +31,7 @@ Outputs lip(std::vector<Value>& in, const Attrs& attrs) {
   Value dS;
   if (grad) dS = gradient_accumulator(in, 2, S, op);
   const double value = lip_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, H, W, o, scale,
-                                                    grad ? dS.f32.data() : nullptr);
+                                                    grad ? dS.f32.mut() : nullptr);
   NumericContext ctx;
   ctx.tau = o.monce.tau;
   ctx.eps_ot = o.monce.eps_ot;
