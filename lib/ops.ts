@@ -520,7 +520,7 @@ function prepareLip(G: unknown, S: unknown, opts: unknown): Call<LipValue> {
   }
   const { scale, grad, addToInput, consumed } = termCommon(o, s);
   return {
-    name: 'lip',
+    name: 'monce',
     inputs: [toNative(g), toNative(s), addToInput],
     attrs: { ...v, sinkhornGrad, scale, grad },
     consumed,
@@ -545,6 +545,11 @@ function prepareMseTerm(G: unknown, S: unknown, opts: unknown): Call<MseTermValu
 
 type In = Tensor | TensorLike;
 
+const monce = async <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): Promise<WithGrad<O, LipValue>> =>
+  runAsync(prepareLip(G, S, opts)) as Promise<WithGrad<O, LipValue>>;
+const monceSync = <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): WithGrad<O, LipValue> =>
+  runSync(prepareLip(G, S, opts)) as WithGrad<O, LipValue>;
+
 /**
  * The kernels of the loss as functions of CPU host tensors; each async one runs off the event
  * loop, each *Sync one on the calling thread. README "Using the kernels from a trainer" has the
@@ -568,11 +573,12 @@ export const ops = Object.freeze({
     runAsync(prepareCsc(G, S, selection, opts)) as Promise<WithGrad<O, CscValue>>,
   cscSync: <O extends CscOpOptions = CscOpOptions>(G: In, S: In, selection: ChannelSelection, opts?: O): WithGrad<O, CscValue> =>
     runSync(prepareCsc(G, S, selection, opts)) as WithGrad<O, CscValue>,
-  /** SPEC §6: the Sinkhorn-modulated PatchNCE over every map, and scale·∂L_lip/∂S. */
-  lip: async <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): Promise<WithGrad<O, LipValue>> =>
-    runAsync(prepareLip(G, S, opts)) as Promise<WithGrad<O, LipValue>>,
-  lipSync: <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): WithGrad<O, LipValue> =>
-    runSync(prepareLip(G, S, opts)) as WithGrad<O, LipValue>,
+  /** SPEC §6: the Sinkhorn-modulated PatchNCE over every map (MoNCE, the LIP term L_lip), and scale·∂L_lip/∂S. */
+  monce,
+  monceSync,
+  /** ops.monce under the name of the loss's term (the first release's name): the same function. */
+  lip: monce,
+  lipSync: monceSync,
   /** SPEC §3: L_n = mean (S − G)², and scale·∂L_n/∂S. */
   mseTerm: async <O extends TermOptions = TermOptions>(G: In, S: In, opts?: O): Promise<WithGrad<O, MseTermValue>> =>
     runAsync(prepareMseTerm(G, S, opts)) as Promise<WithGrad<O, MseTermValue>>,

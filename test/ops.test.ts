@@ -42,7 +42,10 @@ function sumInOrder(terms: Tensor[]): Tensor {
   return new Tensor(out, terms[0].dims);
 }
 
-function composeSync(sr: Tensor, gt: Tensor, weights: DfeWeights, o: LossOptions): Composed {
+// chained: each term adds onto the previous term's dS, handed over (addTo + consume), instead of
+// the separate dS summed in JS: the ops form each term's gradient alone and add it per element, as
+// the loss assembles ∂L/∂S, so this too is the loss's gradient bit for bit (and no copies).
+function composeSync(sr: Tensor, gt: Tensor, weights: DfeWeights, o: LossOptions, chained = false): Composed {
   const c = (o.variant ?? 'c') === 'c';
   const g1 = c ? (o.gamma1 ?? 2) : 1;
   const g2 = c ? (o.gamma2 ?? 1.5) : 0;
@@ -56,20 +59,24 @@ function composeSync(sr: Tensor, gt: Tensor, weights: DfeWeights, o: LossOptions
     const n = ops.mseTermSync(G, S, { scale: g1 });
     if (g1 !== 0) parts.n = n.n;
     const dS: Tensor[] = [n.dS];
+    const onto = () => (chained ? { addTo: dS.pop(), consume: true } : {});
     if (g2 !== 0) {
       const selection = ops.entropyPruneReweightSync(G, S, { M: o.M, alpha: o.alpha, gamma: o.gamma });
-      const r = ops.cscSync(G, S, selection, { beta1: o.beta1, beta2: o.beta2, beta3: o.beta3, scale: g2 });
+      const r = ops.cscSync(G, S, selection, { beta1: o.beta1, beta2: o.beta2, beta3: o.beta3, scale: g2, ...onto() });
       Object.assign(parts, { mse: r.mse, corr: r.corr, gram: r.gram, csc: r.csc });
       dS.push(r.dS);
     }
     if (g3 !== 0) {
       const { patch, stride, pmax, tau, epsOt, Q, iters, sinkhornGrad } = o;
-      const r = ops.lipSync(G, S, { patch, stride, pmax, tau, epsOt, Q, iters, sinkhornGrad, scale: g3 });
+      const r = ops.monceSync(G, S, { patch, stride, pmax, tau, epsOt, Q, iters, sinkhornGrad, scale: g3, ...onto() });
       parts.lip = r.lip;
       dS.push(r.dS);
     }
     const loss = c ? g1 * parts.n + g2 * parts.csc + g3 * parts.lip : parts.n;
-    return { loss, parts, grad: ops.dfeBackwardSync(tape as DfeTape, sumInOrder(dS)) };
+    const grad = chained
+      ? ops.dfeBackwardSync(tape as DfeTape, dS[0], { consume: true })
+      : ops.dfeBackwardSync(tape as DfeTape, sumInOrder(dS));
+    return { loss, parts, grad };
   });
 }
 
@@ -286,6 +293,9 @@ t.test('(a) MGHF-n and MGHF-c composed from ops are mghfLoss, bit for bit', asyn
     const before = memory();
     const got = composeSync(f.sr, f.gt, f.weights, o);
     sameBits(t, got, f.sr, f.gt, f.weights, o, name);
+    const chained = composeSync(f.sr, f.gt, f.weights, o, true);
+    sameBits(t, chained, f.sr, f.gt, f.weights, o, `${name}, dS chained (addTo + consume)`);
+    chained.grad.dispose();
     const after = memory();
     t.equal(after.numNativeObjects, before.numNativeObjects, `${name}: the scope freed the tape`);
     got.grad.dispose();
@@ -300,7 +310,10 @@ t.test('(a) MGHF-n and MGHF-c composed from ops are mghfLoss, bit for bit', asyn
     { variant: 'n' as const },
   ]) {
     sameBits(t, composeSync(sr, gt, weights, o), sr, gt, weights, o, `createWeights(6) ${JSON.stringify(o)}`);
+    sameBits(t, composeSync(sr, gt, weights, o, true), sr, gt, weights, o, `createWeights(6) ${JSON.stringify(o)}, chained`);
   }
+  t.equal(ops.lip, ops.monce, 'ops.lip is ops.monce (the first release\'s name)');
+  t.equal(ops.lipSync, ops.monceSync, 'ops.lipSync is ops.monceSync');
   const f = loadFixture('c-tiny');
   sameBits(t, await composeAsync(f.sr, f.gt, f.weights, { M: 4 }), f.sr, f.gt, f.weights, { M: 4 }, 'async ops in an async scope');
 });
