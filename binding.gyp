@@ -17,6 +17,7 @@
         "native/core/backend_cpu.cpp",
         "native/core/ops/registry.cpp",
         "native/core/ops/dfe_ops.cpp",
+        "native/core/ops/dfe_piece_ops.cpp",
         "native/core/ops/entropy_ops.cpp",
         "native/core/ops/csc_ops.cpp",
         "native/core/ops/lip_ops.cpp",

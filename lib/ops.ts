@@ -340,6 +340,130 @@ function prepareDfeBackward(tape: unknown, dF: unknown, opts: unknown): Call<Ten
   };
 }
 
+// ------------------------------------------------------------------ the DFE's pieces
+
+export interface PieceOptions {
+  /** DFE weights (loadWeights / createWeights). Default: the bundled pretrained weights. */
+  weights?: DfeWeights;
+  /** false: no tape (no backward will follow). Default true. */
+  tape?: boolean;
+}
+
+export interface CouplingOptions extends PieceOptions {
+  /** Which block k of the weights (0 … blocks − 1). Default 0. */
+  block?: number;
+}
+
+export interface PieceBackwardOptions {
+  /** true: also the gradients of the piece's weights (by SPEC §9 name). Default false. */
+  weightGrad?: boolean;
+  /** true: the output gradient is handed over (used as scratch; disposed). Default false. */
+  consume?: boolean;
+}
+
+/** What a piece's backward returns: the input gradient and, with weightGrad, the weights' (float64, by SPEC §9 name). */
+export interface PieceGradient {
+  dx: Tensor;
+  weightGrads?: Record<string, Float64Array>;
+}
+
+export const NORMALIZE_OPTION_NAMES = ['inputRange'] as const;
+export const PIECE_OPTION_NAMES = ['weights', 'tape'] as const;
+export const COUPLING_OPTION_NAMES = ['weights', 'tape', 'block'] as const;
+export const PIECE_BACKWARD_OPTION_NAMES = ['weightGrad', 'consume'] as const;
+
+function rangeOption(o: Partial<Record<string, unknown>>): InputRange {
+  const r = o.inputRange ?? 'unit';
+  if (r !== 'unit' && r !== 'symmetric') throw invalidParameterError('E_OPTION', 'opts.inputRange', "'unit' or 'symmetric'", r);
+  return r;
+}
+
+function prepareNormalize(x: unknown, opts: unknown): Call<Tensor> {
+  const inputRange = rangeOption(checkOptions(opts, NORMALIZE_OPTION_NAMES));
+  const xT = toImageTensor(x, 'x', 'NCHW', inputRange);
+  return { name: 'normalize', inputs: [toNative(xT)], attrs: { inputRange }, finish: (out) => output(out.xh, 'xh') };
+}
+
+function prepareNormalizeBackward(dxh: unknown, opts: unknown): Call<Tensor> {
+  const inputRange = rangeOption(checkOptions(opts, NORMALIZE_OPTION_NAMES));
+  const d = featureArg(dxh, 'dxh');
+  if (d.dims[1] !== 3) throw invalidParameterError('E_SHAPE', 'dxh.dims', '[B, 3, H, W]', d.dims);
+  return { name: 'normalizeBackward', inputs: [toNative(d)], attrs: { inputRange }, finish: (out) => output(out.dx, 'dx') };
+}
+
+function pieceWeights(o: Partial<Record<string, unknown>>): { w: DfeWeights; nw: NativeWeights } {
+  const w = o.weights === undefined ? defaultWeights() : checkWeights(o.weights, 'opts.weights');
+  return { w, nw: { channels: w.channels, blocks: w.blocks, expand: w.expand, tensors: w.tensors } };
+}
+
+function pieceForward(name: 'stem' | 'coupling', outName: 'z' | 'y', input: Tensor, nw: NativeWeights, attrs: Attrs, withTape: boolean): Call<{ out: Tensor; tape?: DfeTape }> {
+  return {
+    name,
+    inputs: [toNative(input), nw],
+    attrs,
+    finish: (out) => {
+      const t = output(out[outName], outName);
+      if (!withTape) return { out: t };
+      if (out.tape === undefined) throw new MghfError('E_NATIVE', `The native ${name} op returned no tape`);
+      return { out: t, tape: new DfeTape(TAPE_KEY, out.tape as OpHandle, input.dims, t.dims) };
+    },
+  };
+}
+
+function prepareStem(xh: unknown, opts: unknown): Call<{ out: Tensor; tape?: DfeTape }> {
+  const o = checkOptions(opts, PIECE_OPTION_NAMES);
+  const withTape = flag(o, 'tape', true);
+  const { nw } = pieceWeights(o);
+  const x = featureArg(xh, 'xh');
+  if (x.dims[1] !== 3) throw invalidParameterError('E_SHAPE', 'xh.dims', '[B, 3, H, W] (as ops.normalize returns)', x.dims);
+  if (x.dims[2] < 2 || x.dims[3] < 2) {
+    throw new MghfError('E_TOO_SMALL', `Expected xh to be at least 2×2 but received ${x.dims[2]}×${x.dims[3]} (H×W)`, { argument: 'xh' });
+  }
+  return pieceForward('stem', 'z', x, nw, { tape: withTape }, withTape);
+}
+
+function prepareCoupling(z: unknown, opts: unknown): Call<{ out: Tensor; tape?: DfeTape }> {
+  const o = checkOptions(opts, COUPLING_OPTION_NAMES);
+  const withTape = flag(o, 'tape', true);
+  const { w, nw } = pieceWeights(o);
+  const block = o.block ?? 0;
+  if (!Number.isInteger(block) || (block as number) < 0 || (block as number) >= w.blocks) {
+    throw invalidParameterError('E_OPTION', 'opts.block', `an integer in [0, ${w.blocks - 1}] (the weights' blocks)`, block);
+  }
+  const t = featureArg(z, 'z');
+  if (t.dims[1] !== w.channels) throw invalidParameterError('E_SHAPE', 'z.dims', `[B, ${w.channels}, H, W] (the weights' N channels)`, t.dims);
+  if (t.dims[2] < 2 || t.dims[3] < 2) {
+    throw new MghfError('E_TOO_SMALL', `Expected z to be at least 2×2 but received ${t.dims[2]}×${t.dims[3]} (H×W)`, { argument: 'z' });
+  }
+  return pieceForward('coupling', 'y', t, nw, { tape: withTape, block: block as number }, withTape);
+}
+
+function preparePieceBackward(name: 'stemBackward' | 'couplingBackward', tape: unknown, d: unknown, opts: unknown): Call<PieceGradient> {
+  const o = checkOptions(opts, PIECE_BACKWARD_OPTION_NAMES);
+  const weightGrad = flag(o, 'weightGrad', false);
+  const consume = flag(o, 'consume', false);
+  const what = name === 'stemBackward' ? 'ops.stem' : 'ops.coupling';
+  if (!(tape instanceof DfeTape)) throw invalidParameterError('E_ARGUMENT', 'tape', `the tape of ${what}`, tape);
+  const handle = DfeTape.handleOf(tape, 'tape');
+  const dT = featureArg(d, 'dy');
+  if (dT.dims.length !== tape.featureDims.length || dT.dims.some((v, i) => v !== tape.featureDims[i])) {
+    throw new MghfError('E_SHAPE', `Expected dy to have the dims of the output ([${tape.featureDims.join(',')}]) but received [${dT.dims.join(',')}]`, { argument: 'dy' });
+  }
+  return {
+    name,
+    inputs: [handle, consume ? toConsumed(dT) : toNative(dT)],
+    attrs: { weightGrad },
+    consumed: consume ? [dT] : [],
+    finish: (out) => {
+      const dx = output(name === 'stemBackward' ? out.dxh : out.dz, 'dx');
+      if (!weightGrad) return { dx };
+      const weightGrads: Record<string, Float64Array> = {};
+      for (const [k, v] of Object.entries(out)) if (k.startsWith('grad:')) weightGrads[k.slice(5)] = v as Float64Array;
+      return { dx, weightGrads };
+    },
+  };
+}
+
 // ------------------------------------------------------------------ entropyPruneReweight
 
 /** SPEC §4's choice: what ops.entropyPruneReweight returns and ops.csc takes. */
@@ -564,6 +688,32 @@ export const ops = Object.freeze({
   dfeBackward: async (tape: DfeTape, dF: In, opts?: DfeBackwardOptions): Promise<Tensor> =>
     runAsync(prepareDfeBackward(tape, dF, opts)),
   dfeBackwardSync: (tape: DfeTape, dF: In, opts?: DfeBackwardOptions): Tensor => runSync(prepareDfeBackward(tape, dF, opts)),
+  /** SPEC §2's input normalisation: x [B, 3, H, W] in inputRange → x̂ = (x − mean)/std per channel. */
+  normalize: async (x: In, opts?: { inputRange?: InputRange }): Promise<Tensor> => runAsync(prepareNormalize(x, opts)),
+  normalizeSync: (x: In, opts?: { inputRange?: InputRange }): Tensor => runSync(prepareNormalize(x, opts)),
+  /** dx = dx̂ · ∂x̂/∂x (a constant per channel). */
+  normalizeBackward: async (dxh: In, opts?: { inputRange?: InputRange }): Promise<Tensor> => runAsync(prepareNormalizeBackward(dxh, opts)),
+  normalizeBackwardSync: (dxh: In, opts?: { inputRange?: InputRange }): Tensor => runSync(prepareNormalizeBackward(dxh, opts)),
+  /** The 3×3 stem conv: x̂ [B, 3, H, W] → z [B, N, H, W] (reflection padding), and its tape. */
+  stem: async (xh: In, opts?: PieceOptions): Promise<{ z: Tensor; tape?: DfeTape }> =>
+    runAsync(prepareStem(xh, opts)).then(({ out, tape }) => ({ z: out, tape })),
+  stemSync: (xh: In, opts?: PieceOptions): { z: Tensor; tape?: DfeTape } => {
+    const { out, tape } = runSync(prepareStem(xh, opts));
+    return { z: out, tape };
+  },
+  /** dx̂ = (∂z/∂x̂)ᵀ·dy and, with weightGrad, ∂/∂stem.weight, ∂/∂stem.bias. */
+  stemBackward: async (tape: DfeTape, dy: In, opts?: PieceBackwardOptions): Promise<PieceGradient> => runAsync(preparePieceBackward('stemBackward', tape, dy, opts)),
+  stemBackwardSync: (tape: DfeTape, dy: In, opts?: PieceBackwardOptions): PieceGradient => runSync(preparePieceBackward('stemBackward', tape, dy, opts)),
+  /** Affine coupling block k: the 1×1 mix, z2 += φ(z1), z1 ← z1 ⊙ exp ρ(z2) + η(z2); z [B, N, H, W] → y, and its tape. */
+  coupling: async (z: In, opts?: CouplingOptions): Promise<{ y: Tensor; tape?: DfeTape }> =>
+    runAsync(prepareCoupling(z, opts)).then(({ out, tape }) => ({ y: out, tape })),
+  couplingSync: (z: In, opts?: CouplingOptions): { y: Tensor; tape?: DfeTape } => {
+    const { out, tape } = runSync(prepareCoupling(z, opts));
+    return { y: out, tape };
+  },
+  /** dz = (∂y/∂z)ᵀ·dy and, with weightGrad, the block's weights' gradients (inn.k.*). */
+  couplingBackward: async (tape: DfeTape, dy: In, opts?: PieceBackwardOptions): Promise<PieceGradient> => runAsync(preparePieceBackward('couplingBackward', tape, dy, opts)),
+  couplingBackwardSync: (tape: DfeTape, dy: In, opts?: PieceBackwardOptions): PieceGradient => runSync(preparePieceBackward('couplingBackward', tape, dy, opts)),
   /** SPEC §4: importance, kept channels and their weights (no backward: the choice is constant for the gradient). */
   entropyPruneReweight: async (G: In, S: In, opts?: EntropyOpOptions): Promise<ChannelSelection> =>
     runAsync(prepareEntropy(G, S, opts)),

@@ -446,3 +446,94 @@ t.test('mghfLoss in a scope: its result tensors are freed unless returned', asyn
   t.ok(Number.isFinite(loss));
   t.equal(memory().numTensors, start.numTensors);
 });
+
+// ------------------------------------------------------------------ (f) the DFE's pieces
+
+t.test('(f) normalize → stem → coupling × K is ops.dfe bit for bit, and every piece backward (input and weights) against finite differences', async (t) => {
+  const weights = createWeights({ seed: 11, channels: 4, blocks: 2 });
+  const { sr } = imagePair([2, 3, 6, 7], 12);
+  for (const inputRange of ['unit', 'symmetric'] as const) {
+    const x = inputRange === 'unit' ? sr : new Tensor(sr.data.map((v) => v * 2 - 1), sr.dims);
+    scope(() => {
+      const { F, tape } = ops.dfeSync(x, { weights, inputRange });
+      const xh = ops.normalizeSync(x, { inputRange });
+      const { z, tape: stemTape } = ops.stemSync(xh, { weights });
+      const c0 = ops.couplingSync(z, { weights, block: 0 });
+      const c1 = ops.couplingSync(c0.y, { weights, block: 1 });
+      t.ok(identical(c1.y.data, F.data), `${inputRange}: the pieces' features are dfe's, bit for bit`);
+      // And back: the pieces' backwards chained are dfeBackward.
+      const dF = new Tensor(direction(F.size, 3), F.dims);
+      const dx = ops.dfeBackwardSync(tape as DfeTape, dF);
+      const d1 = ops.couplingBackwardSync(c1.tape as DfeTape, dF);
+      const d0 = ops.couplingBackwardSync(c0.tape as DfeTape, d1.dx, { consume: true });
+      const ds = ops.stemBackwardSync(stemTape as DfeTape, d0.dx);
+      const dxPieces = ops.normalizeBackwardSync(ds.dx, { inputRange });
+      t.ok(identical(dxPieces.data, dx.data), `${inputRange}: the pieces' backwards are dfeBackward, bit for bit`);
+    });
+  }
+
+  // Finite differences of ⟨piece(input), v⟩ through the TypeScript API.
+  const inner = (y: Tensor, v: Float32Array) => dot(y.data, v);
+  const xh = ops.normalizeSync(sr);
+  const vx = direction(xh.size, 5);
+  fdCheck(t, 'normalizeBackward', (x) => scope(() => inner(ops.normalizeSync(x), vx)), sr, ops.normalizeBackwardSync(new Tensor(vx, xh.dims)).data, 1e-2, 1e-3);
+
+  const z = ops.stemSync(xh, { weights, tape: false }).z;
+  const vz = direction(z.size, 6);
+  const stemGrad = scope(() => {
+    const { tape } = ops.stemSync(xh, { weights });
+    return ops.stemBackwardSync(tape as DfeTape, new Tensor(vz, z.dims), { weightGrad: true });
+  });
+  fdCheck(t, 'stemBackward: dx̂', (x) => scope(() => inner(ops.stemSync(x, { weights, tape: false }).z, vz)), xh, stemGrad.dx.data, 1e-2);
+  t.same(Object.keys(stemGrad.weightGrads ?? {}).sort(), ['stem.bias', 'stem.weight'], 'stem: the weight gradients by name');
+
+  // A mid-range z for the coupling (its input is a block's output in the DFE).
+  const y0 = ops.couplingSync(z, { weights, block: 0, tape: false }).y;
+  const vy = direction(y0.size, 8);
+  const coupGrad = scope(() => {
+    const { tape } = ops.couplingSync(z, { weights, block: 1 });
+    return ops.couplingBackwardSync(tape as DfeTape, new Tensor(vy, y0.dims), { weightGrad: true });
+  });
+  fdCheck(t, 'couplingBackward: dz', (zz) => scope(() => inner(ops.couplingSync(zz, { weights, block: 1, tape: false }).y, vy)), z, coupGrad.dx.data, 1e-2);
+  const noWeightGrad = scope(() => {
+    const { tape } = ops.couplingSync(z, { weights, block: 1 });
+    return ops.couplingBackwardSync(tape as DfeTape, new Tensor(vy, y0.dims));
+  });
+  const maxAbs = (a: Float32Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  const gap = maxAbs(coupGrad.dx.data.map((v, i) => v - noWeightGrad.dx.data[i]));
+  t.ok(gap <= 1e-5 * maxAbs(noWeightGrad.dx.data), `couplingBackward: dz with and without weightGrad agree (max gap ${gap})`);
+  t.equal(noWeightGrad.weightGrads, undefined, 'no weight gradients unless asked');
+
+  // Weight gradients: perturb one tensor of the weights along u. A step can cross a ReLU6 kink of
+  // these tiny random blocks (the difference then moves with h), so the best of three steps is
+  // compared; float32 rounding keeps h from going lower.
+  const weightFd = (what: string, name: string, grads: Record<string, Float64Array> | undefined, f: (w: DfeWeights) => number) => {
+    const base = weights.tensors[name] as Float32Array;
+    const u = direction(base.length, name.length);
+    const at = (s: number) => ({ ...weights, tensors: { ...weights.tensors, [name]: base.map((v, i) => v + s * u[i]) } }) as DfeWeights;
+    const g = grads?.[name];
+    t.ok(g && g.length === base.length, `${what}: ∂/∂${name} returned`);
+    let an = 0;
+    for (let i = 0; i < u.length; i++) an += (g?.[i] ?? NaN) * u[i];
+    const fds = [3e-3, 1e-3, 3e-4].map((h) => (f(at(h)) - f(at(-h))) / (2 * h));
+    const best = fds.reduce((b, fd) => (Math.abs(fd - an) < Math.abs(b - an) ? fd : b));
+    t.ok(Math.abs(best - an) <= 2e-2 * Math.abs(an), `${what}: ∂/∂${name} finite difference ${best} (of ${fds.map((v) => v.toPrecision(4)).join(', ')}) vs analytic ${an}`);
+  };
+  for (const name of ['stem.weight', 'stem.bias']) {
+    weightFd('stemBackward', name, stemGrad.weightGrads, (w) => scope(() => inner(ops.stemSync(xh, { weights: w, tape: false }).z, vz)));
+  }
+  t.same(Object.keys(coupGrad.weightGrads ?? {}).sort(), Object.keys(weights.tensors).filter((k) => k.startsWith('inn.1.')).sort(), 'coupling: every weight of block 1, by name');
+  for (const name of ['inn.1.mix.weight', 'inn.1.mix.bias', 'inn.1.phi.expand.weight', 'inn.1.phi.depthwise.weight', 'inn.1.rho.project.weight', 'inn.1.eta.expand.weight', 'inn.1.rho.depthwise.weight', 'inn.1.eta.project.weight']) {
+    weightFd('couplingBackward', name, coupGrad.weightGrads, (w) => scope(() => inner(ops.couplingSync(z, { weights: w, block: 1, tape: false }).y, vy)));
+  }
+
+  // Typed errors.
+  t.throws(() => ops.couplingSync(z, { weights, block: 2 }), { code: 'E_OPTION', argument: 'opts.block' });
+  t.throws(() => ops.stemSync(z, { weights }), { code: 'E_SHAPE' });
+  t.throws(() => ops.couplingSync(xh, { weights }), { code: 'E_SHAPE' });
+  const { tape: st } = ops.stemSync(xh, { weights });
+  t.throws(() => ops.couplingBackwardSync(st as DfeTape, xh), { code: 'E_SHAPE', argument: 'dy' });
+  t.throws(() => ops.couplingBackwardSync(st as DfeTape, y0), /tape must be the tape of a coupling op/);
+  t.throws(() => ops.stemBackwardSync(st as DfeTape, z, { bad: 1 } as never), { code: 'E_OPTION', message: /valid options are: weightGrad, consume/ });
+  for (const x of [xh, z, y0, stemGrad.dx, coupGrad.dx, noWeightGrad.dx, st as DfeTape]) x.dispose();
+});
