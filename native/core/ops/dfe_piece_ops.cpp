@@ -8,6 +8,7 @@
 // each IRB's ReLU6 outputs recomputed from the inputs the tape keeps.
 #include "dfe.h"
 #include "kernels_fast.h"
+#include "numeric_checks.h"
 #include "ops/registry.h"
 #include "train/dfe_train.h"
 #include "train/train_kernels_fast.h"
@@ -41,6 +42,15 @@ void weight_grad_outputs(DfeWeights<double>& g, const std::string& prefix, Outpu
   g.for_each([&](const std::string& name, Buffer<double>& b) {
     if (name.compare(0, prefix.size(), prefix) != 0) return;
     out.emplace_back("grad:" + name, Value::vector(std::vector<double>(b.data(), b.data() + b.size())));
+  });
+}
+
+// E_NUMERIC when a piece's output overflowed, naming the largest weight (as dfe does).
+void check_output(const Value& v, NumericStage stage, const char* what, const DfeWeights<float>& w) {
+  check_finite(v.f32.data(), v.count(), stage, what, [&] {
+    NumericContext c;
+    c.weights_hint = largest_weight_hint(w);
+    return c;
   });
 }
 
@@ -122,6 +132,7 @@ Outputs stem(std::vector<Value>& in, const Attrs& attrs) {
   for (int b = 0; b < B; ++b)
     Kn::stem(N, H, W, w->stem_weight.data(), w->stem_bias.data(), xh.f32.data() + b * 3 * P,
              z.f32.mut() + int64_t(b) * N * P);
+  check_output(z, NumericStage::Features, "the stem's output", *w);
   Outputs out;
   out.emplace_back("z", std::move(z));
   if (attrs.flag("tape", true)) out.emplace_back("tape", state_value(std::make_shared<StemTape>(w, B, H, W, keep(xh))));
@@ -142,6 +153,7 @@ Outputs stem_backward(std::vector<Value>& in, const Attrs& attrs) {
   Value dxh = Value::tensor({B, 3, H, W});
   for (int b = 0; b < B; ++b)
     Kn::stem_backward(N, H, W, w.stem_weight.data(), dz.f32.data() + int64_t(b) * N * P, dxh.f32.mut() + b * 3 * P);
+  check_output(dxh, NumericStage::DfeBackward, "the gradient", w);
   Outputs out;
   out.emplace_back("dxh", std::move(dxh));
   if (attrs.flag("weightGrad", false)) {
@@ -228,6 +240,7 @@ Outputs coupling(std::vector<Value>& in, const Attrs& attrs) {
     if (state) std::memcpy(state->z2.data() + b * cP, z2, size_t(cP) * sizeof(float));
     detail::coupling_forward<float, Kn>(cP, Rp, Ep, z1, tz1, tE);
   }
+  check_output(y, NumericStage::Features, "the coupling's output", w);
   Outputs out;
   out.emplace_back("y", std::move(y));
   if (state) {
@@ -299,6 +312,7 @@ Outputs coupling_backward(std::vector<Value>& in, const Attrs& attrs) {
     TK::conv1x1_weight_grad(N, N, P, d, zin, gw.mix_weight.data(), gw.mix_bias.data());
     TK::conv1x1_backward(N, N, P, bw.mix_weight.data(), d, dzb, false);
   }
+  check_output(dz, NumericStage::DfeBackward, "the gradient", w);
   Outputs out;
   out.emplace_back("dz", std::move(dz));
   if (weight_grad) weight_grad_outputs(g, "inn." + std::to_string(tape->k) + ".", out);
