@@ -18,7 +18,7 @@ import {
   type LossResult,
   type PartName,
 } from '../lib/index';
-import { loadedAddon } from '../lib/native';
+import { native } from '../lib/native';
 import { imagePair, loadFixture } from './helpers/fixtures';
 
 type Parts = Record<PartName, number>;
@@ -126,11 +126,14 @@ t.test('(d) memory() is flat over 2,000 calls with scope() and with explicit dis
   const weights = createWeights({ seed: 4, channels: 2 });
   const { sr, gt } = imagePair([1, 3, 4, 4], 8);
   const start = memory();
+  const blocks = liveBlocks();
   let grew = 0;
   for (let i = 0; i < 2000; i++) {
     scope(() => step(sr, gt, weights).n);
     const m = memory();
     if (m.numTensors !== start.numTensors || m.numNativeObjects !== start.numNativeObjects || m.nativeBytes !== start.nativeBytes) grew++;
+    // dispose() frees an op output's native block at once, not at a later GC.
+    if (liveBlocks() !== blocks) grew++;
   }
   t.equal(grew, 0, 'with scope(): no call left a tensor or tape behind');
   t.same(memory(), start, 'with scope(): memory() unchanged');
@@ -139,7 +142,7 @@ t.test('(d) memory() is flat over 2,000 calls with scope() and with explicit dis
     const s = step(sr, gt, weights);
     for (const x of [s.G, s.S, s.tape, s.dS, s.dx]) x.dispose();
     const m = memory();
-    if (m.numTensors !== start.numTensors || m.numNativeObjects !== start.numNativeObjects) grew++;
+    if (m.numTensors !== start.numTensors || m.numNativeObjects !== start.numNativeObjects || liveBlocks() !== blocks) grew++;
   }
   t.equal(grew, 0, 'with dispose(): no call left a tensor or tape behind');
   t.same(memory(), start, 'with dispose(): memory() unchanged');
@@ -178,7 +181,7 @@ t.test('(d) memory() is flat over 2,000 calls with scope() and with explicit dis
 
 /** Op outputs JavaScript holds as native blocks (neither disposed nor collected). */
 function liveBlocks(): number {
-  return loadedAddon()?.opMemory?.().blocks ?? NaN;
+  return native().opMemory?.().blocks ?? NaN;
 }
 
 /** Element-wise identical (Object.is: NaN and −0 too). */
