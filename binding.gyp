@@ -18,6 +18,7 @@
         "native/core/ops/registry.cpp",
         "native/core/ops/loss_ops.cpp",
         "native/core/ops/dfe_ops.cpp",
+        "native/core/ops/dfe_piece_ops.cpp",
         "native/core/ops/entropy_ops.cpp",
         "native/core/ops/csc_ops.cpp",
         "native/core/ops/lip_ops.cpp",

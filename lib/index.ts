@@ -18,6 +18,11 @@ export {
   type LipOpOptions,
   type LipValue,
   type MseTermValue,
+  type DfeBackwardOptions,
+  type PieceOptions,
+  type CouplingOptions,
+  type PieceBackwardOptions,
+  type PieceGradient,
 } from './ops';
 export {
   AdamState,

@@ -169,8 +169,14 @@ export interface NativeAddon {
   opSync?(name: string, inputs: NativeOpValue[], attrs: Record<string, number | boolean | string>): Record<string, NativeOpValue>;
   /** Drops a state handle's reference now (dispose()); true when it still held one. */
   opRelease?(h: OpHandle): boolean;
-  /** Live op states (DFE tapes) and their bytes. */
-  opMemory?(): { objects: number; bytes: number };
+  /**
+   * Frees an op's float32 output now (Tensor.dispose): detaches its ArrayBuffer (every view then
+   * reads as empty) and drops JavaScript's hold on the native block. False, and nothing done, for
+   * any other array.
+   */
+  opFree?(data: Float32Array): boolean;
+  /** Live op states (DFE tapes) and their bytes; op outputs JavaScript holds (blocks) and theirs. */
+  opMemory?(): { objects: number; bytes: number; blocks?: number; blockBytes?: number };
   /** Drops a device tensor handle's reference now (dispose()); true when it still held one. */
   deviceRelease?(h: unknown): boolean;
   /** Live native device tensors per CUDA device. */
@@ -185,7 +191,8 @@ export interface OpHandle {
 
 /** A value crossing the op entry: a float32 tensor, index or weight vectors, DFE weights, a state handle, a scalar, or nothing. */
 export type NativeOpValue =
-  | { data: Float32Array; dims: number[] }
+  // consume: the op may take the array's native block (an op output) to write into; it is detached.
+  | { data: Float32Array; dims: number[]; consume?: boolean }
   | { handle: unknown; device: number; dims: number[] }
   | Int32Array
   | Float64Array

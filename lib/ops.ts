@@ -10,7 +10,7 @@ import { OPTION_BOUNDS, type BoundedOption, boundText, checkCost, checkReweight,
 import { toSelected, type InputRange } from './loss';
 import { resolveDevice } from './device';
 import { type NativeAddon, type NativeOpValue, type NativeWeights, type OpHandle, loadedAddon, native, rethrowNative } from './native';
-import { type DeviceHandle, Tensor, type TensorLike, type TensorLocation, disposedError, installDeviceTransfer } from './tensor';
+import { type DeviceHandle, Tensor, type TensorLike, type TensorLocation, disposedError, installDeviceTransfer, releaseOnDispose } from './tensor';
 import { trainerOps } from './trainer-ops';
 import { checkFinite, checkOptions, is, toImageTensor } from './validate';
 import { type DfeWeights, checkWeights, defaultWeights } from './weights';
@@ -139,6 +139,8 @@ export function memory(): MemoryInfo {
 // Tensors the ops made: finite by construction (the core checks its outputs), so not scanned again.
 const opOutputs = new WeakSet<Tensor>();
 
+// An op's output: its data is the native block itself (no copy), freed by dispose() (opFree) or,
+// as a safety net, when the garbage collector collects the array.
 function output(v: NativeOpValue, name: string): Tensor {
   const t = v as { data?: unknown; dims?: unknown; handle?: unknown; device?: unknown } | undefined;
   if (t && t.handle !== undefined && typeof t.device === 'number' && Array.isArray(t.dims)) {
@@ -149,7 +151,12 @@ function output(v: NativeOpValue, name: string): Tensor {
   if (!t || !is.float32Array(t.data) || !Array.isArray(t.dims)) throw new MghfError('E_NATIVE', `The native op returned no tensor ${name}`);
   const out = new Tensor(t.data, t.dims as number[]);
   opOutputs.add(out);
+  releaseOnDispose(out, freeNative);
   return out;
+}
+
+function freeNative(data: Float32Array): void {
+  loadedAddon()?.opFree?.(data);
 }
 
 function scalar(v: NativeOpValue, name: string): number {
@@ -210,6 +217,15 @@ function featurePair(G: unknown, S: unknown): [Tensor, Tensor] {
 const toNative = (t: Tensor, name = 'tensor'): NativeOpValue =>
   (Tensor.deviceHandle(t, name) as NativeOpValue | undefined) ?? { data: t.data, dims: [...t.dims] };
 
+/**
+ * A tensor handed over to the op (`consume`): the op takes its native block to write into, without
+ * a copy (an op output; any other array is copied as usual), and the tensor is disposed once the
+ * call has started, whether the op then succeeds or fails. A device tensor is never handed over
+ * (the CUDA ops copy what they write into): it goes as a plain input, and is disposed all the same.
+ */
+const toConsumed = (t: Tensor, name = 'tensor'): NativeOpValue =>
+  t.location === 'cpu' ? { data: t.data, dims: [...t.dims], consume: true } : toNative(t, name);
+
 /** Reads each named numeric option within its documented bound (OPTION_BOUNDS), else its default. */
 function bounded<K extends string>(o: Partial<Record<string, unknown>>, defaults: Record<K, number>, boundOf: Record<K, BoundedOption>): Record<K, number> {
   const out = {} as Record<K, number>;
@@ -249,7 +265,13 @@ interface Call<R> {
   name: string;
   inputs: NativeOpValue[];
   attrs: Attrs;
+  /** Tensors handed over (toConsumed): disposed once the native call has taken them. */
+  consumed?: Tensor[];
   finish(out: NativeOutputs): R;
+}
+
+function disposeConsumed(c: Call<unknown>): void {
+  for (const t of c.consumed ?? []) t.dispose();
 }
 
 function runSync<R>(c: Call<R>): R {
@@ -259,15 +281,26 @@ function runSync<R>(c: Call<R>): R {
     out = a.opSync(c.name, c.inputs, c.attrs);
   } catch (err) {
     rethrowNative(err);
+  } finally {
+    disposeConsumed(c);
   }
   return c.finish(out);
 }
 
 async function runAsync<R>(c: Call<R>): Promise<R> {
   const a = opAddon();
+  let pending: Promise<NativeOutputs>;
+  try {
+    // The binding has read (or taken) every input before op() returns its promise.
+    pending = a.op(c.name, c.inputs, c.attrs);
+  } catch (err) {
+    rethrowNative(err);
+  } finally {
+    disposeConsumed(c);
+  }
   let out: NativeOutputs;
   try {
-    out = await a.op(c.name, c.inputs, c.attrs);
+    out = await pending;
   } catch (err) {
     rethrowNative(err);
   }
@@ -333,7 +366,16 @@ function imageArg(x: unknown, inputRange: InputRange): Tensor {
   return t;
 }
 
-function prepareDfeBackward(tape: unknown, dF: unknown): Call<Tensor> {
+export interface DfeBackwardOptions {
+  /** true: dF is handed over: the backward uses its memory as scratch instead of a copy of it, and disposes dF (also when it fails). Default false. */
+  consume?: boolean;
+}
+
+export const DFE_BACKWARD_OPTION_NAMES = ['consume'] as const;
+
+function prepareDfeBackward(tape: unknown, dF: unknown, opts: unknown): Call<Tensor> {
+  const o = checkOptions(opts, DFE_BACKWARD_OPTION_NAMES);
+  const consume = flag(o, 'consume', false);
   if (!(tape instanceof DfeTape)) throw invalidParameterError('E_ARGUMENT', 'tape', 'the tape of ops.dfe', tape);
   const handle = DfeTape.handleOf(tape, 'tape');
   const d = featureArg(dF, 'dF');
@@ -352,7 +394,137 @@ function prepareDfeBackward(tape: unknown, dF: unknown): Call<Tensor> {
       { argument: 'dF' },
     );
   }
-  return { name: 'dfeBackward', inputs: [handle, toNative(d, 'dF')], attrs: {}, finish: (out) => output(out.dx, 'dx') };
+  return {
+    name: 'dfeBackward',
+    inputs: [handle, consume ? toConsumed(d, 'dF') : toNative(d, 'dF')],
+    attrs: {},
+    consumed: consume ? [d] : [],
+    finish: (out) => output(out.dx, 'dx'),
+  };
+}
+
+// ------------------------------------------------------------------ the DFE's pieces
+
+export interface PieceOptions {
+  /** DFE weights (loadWeights / createWeights). Default: the bundled pretrained weights. */
+  weights?: DfeWeights;
+  /** false: no tape (no backward will follow). Default true. */
+  tape?: boolean;
+}
+
+export interface CouplingOptions extends PieceOptions {
+  /** Which block k of the weights (0 … blocks − 1). Default 0. */
+  block?: number;
+}
+
+export interface PieceBackwardOptions {
+  /** true: also the gradients of the piece's weights (by SPEC §9 name). Default false. */
+  weightGrad?: boolean;
+  /** true: the output gradient is handed over (used as scratch; disposed). Default false. */
+  consume?: boolean;
+}
+
+/** What a piece's backward returns: the input gradient and, with weightGrad, the weights' (float64, by SPEC §9 name). */
+export interface PieceGradient {
+  dx: Tensor;
+  weightGrads?: Record<string, Float64Array>;
+}
+
+export const NORMALIZE_OPTION_NAMES = ['inputRange'] as const;
+export const PIECE_OPTION_NAMES = ['weights', 'tape'] as const;
+export const COUPLING_OPTION_NAMES = ['weights', 'tape', 'block'] as const;
+export const PIECE_BACKWARD_OPTION_NAMES = ['weightGrad', 'consume'] as const;
+
+function rangeOption(o: Partial<Record<string, unknown>>): InputRange {
+  const r = o.inputRange ?? 'unit';
+  if (r !== 'unit' && r !== 'symmetric') throw invalidParameterError('E_OPTION', 'opts.inputRange', "'unit' or 'symmetric'", r);
+  return r;
+}
+
+function prepareNormalize(x: unknown, opts: unknown): Call<Tensor> {
+  const inputRange = rangeOption(checkOptions(opts, NORMALIZE_OPTION_NAMES));
+  const xT = toImageTensor(x, 'x', 'NCHW', inputRange);
+  return { name: 'normalize', inputs: [toNative(xT)], attrs: { inputRange }, finish: (out) => output(out.xh, 'xh') };
+}
+
+function prepareNormalizeBackward(dxh: unknown, opts: unknown): Call<Tensor> {
+  const inputRange = rangeOption(checkOptions(opts, NORMALIZE_OPTION_NAMES));
+  const d = featureArg(dxh, 'dxh');
+  if (d.dims[1] !== 3) throw invalidParameterError('E_SHAPE', 'dxh.dims', '[B, 3, H, W]', d.dims);
+  return { name: 'normalizeBackward', inputs: [toNative(d)], attrs: { inputRange }, finish: (out) => output(out.dx, 'dx') };
+}
+
+function pieceWeights(o: Partial<Record<string, unknown>>): { w: DfeWeights; nw: NativeWeights } {
+  const w = o.weights === undefined ? defaultWeights() : checkWeights(o.weights, 'opts.weights');
+  return { w, nw: { channels: w.channels, blocks: w.blocks, expand: w.expand, tensors: w.tensors } };
+}
+
+function pieceForward(name: 'stem' | 'coupling', outName: 'z' | 'y', input: Tensor, nw: NativeWeights, attrs: Attrs, withTape: boolean): Call<{ out: Tensor; tape?: DfeTape }> {
+  return {
+    name,
+    inputs: [toNative(input), nw],
+    attrs,
+    finish: (out) => {
+      const t = output(out[outName], outName);
+      if (!withTape) return { out: t };
+      if (out.tape === undefined) throw new MghfError('E_NATIVE', `The native ${name} op returned no tape`);
+      return { out: t, tape: new DfeTape(TAPE_KEY, out.tape as OpHandle, input.dims, t.dims) };
+    },
+  };
+}
+
+function prepareStem(xh: unknown, opts: unknown): Call<{ out: Tensor; tape?: DfeTape }> {
+  const o = checkOptions(opts, PIECE_OPTION_NAMES);
+  const withTape = flag(o, 'tape', true);
+  const { nw } = pieceWeights(o);
+  const x = featureArg(xh, 'xh');
+  if (x.dims[1] !== 3) throw invalidParameterError('E_SHAPE', 'xh.dims', '[B, 3, H, W] (as ops.normalize returns)', x.dims);
+  if (x.dims[2] < 2 || x.dims[3] < 2) {
+    throw new MghfError('E_TOO_SMALL', `Expected xh to be at least 2×2 but received ${x.dims[2]}×${x.dims[3]} (H×W)`, { argument: 'xh' });
+  }
+  return pieceForward('stem', 'z', x, nw, { tape: withTape }, withTape);
+}
+
+function prepareCoupling(z: unknown, opts: unknown): Call<{ out: Tensor; tape?: DfeTape }> {
+  const o = checkOptions(opts, COUPLING_OPTION_NAMES);
+  const withTape = flag(o, 'tape', true);
+  const { w, nw } = pieceWeights(o);
+  const block = o.block ?? 0;
+  if (!Number.isInteger(block) || (block as number) < 0 || (block as number) >= w.blocks) {
+    throw invalidParameterError('E_OPTION', 'opts.block', `an integer in [0, ${w.blocks - 1}] (the weights' blocks)`, block);
+  }
+  const t = featureArg(z, 'z');
+  if (t.dims[1] !== w.channels) throw invalidParameterError('E_SHAPE', 'z.dims', `[B, ${w.channels}, H, W] (the weights' N channels)`, t.dims);
+  if (t.dims[2] < 2 || t.dims[3] < 2) {
+    throw new MghfError('E_TOO_SMALL', `Expected z to be at least 2×2 but received ${t.dims[2]}×${t.dims[3]} (H×W)`, { argument: 'z' });
+  }
+  return pieceForward('coupling', 'y', t, nw, { tape: withTape, block: block as number }, withTape);
+}
+
+function preparePieceBackward(name: 'stemBackward' | 'couplingBackward', tape: unknown, d: unknown, opts: unknown): Call<PieceGradient> {
+  const o = checkOptions(opts, PIECE_BACKWARD_OPTION_NAMES);
+  const weightGrad = flag(o, 'weightGrad', false);
+  const consume = flag(o, 'consume', false);
+  const what = name === 'stemBackward' ? 'ops.stem' : 'ops.coupling';
+  if (!(tape instanceof DfeTape)) throw invalidParameterError('E_ARGUMENT', 'tape', `the tape of ${what}`, tape);
+  const handle = DfeTape.handleOf(tape, 'tape');
+  const dT = featureArg(d, 'dy');
+  if (dT.dims.length !== tape.featureDims.length || dT.dims.some((v, i) => v !== tape.featureDims[i])) {
+    throw new MghfError('E_SHAPE', `Expected dy to have the dims of the output ([${tape.featureDims.join(',')}]) but received [${dT.dims.join(',')}]`, { argument: 'dy' });
+  }
+  return {
+    name,
+    inputs: [handle, consume ? toConsumed(dT) : toNative(dT)],
+    attrs: { weightGrad },
+    consumed: consume ? [dT] : [],
+    finish: (out) => {
+      const dx = output(name === 'stemBackward' ? out.dxh : out.dz, 'dx');
+      if (!weightGrad) return { dx };
+      const weightGrads: Record<string, Float64Array> = {};
+      for (const [k, v] of Object.entries(out)) if (k.startsWith('grad:')) weightGrads[k.slice(5)] = v as Float64Array;
+      return { dx, weightGrads };
+    },
+  };
 }
 
 // ------------------------------------------------------------------ entropyPruneReweight
@@ -435,6 +607,12 @@ export interface TermOptions {
   grad?: boolean;
   /** The gradient so far ([B, N, H, W], dims of S): dS is then addTo + scale·∂term/∂S, the term's contributions added onto a copy of it in float32 (addTo is not changed). */
   addTo?: Tensor | TensorLike | null;
+  /**
+   * true: addTo is handed over instead of copied: the op adds into addTo's own memory when it is
+   * an op's output (no copy, no new allocation), returns that memory as dS, and disposes addTo
+   * (also when the op fails). The same values as without. Default false.
+   */
+  consume?: boolean;
 }
 
 /** R, plus dS unless the options say grad: false. */
@@ -476,7 +654,7 @@ export interface MseTermValue {
   n: number;
 }
 
-const TERM_NAMES = ['scale', 'grad', 'addTo'] as const;
+const TERM_NAMES = ['scale', 'grad', 'addTo', 'consume'] as const;
 export const CSC_OPTION_NAMES = ['beta1', 'beta2', 'beta3', ...TERM_NAMES] as const;
 export const LIP_OPTION_NAMES = ['patch', 'stride', 'pmax', 'tau', 'epsOt', 'Q', 'iters', 'sinkhornGrad', ...TERM_NAMES] as const;
 export const MSE_TERM_OPTION_NAMES = TERM_NAMES;
@@ -484,8 +662,10 @@ export const MSE_TERM_OPTION_NAMES = TERM_NAMES;
 function termCommon(o: Partial<Record<string, unknown>>, S: Tensor) {
   const { scale } = bounded(o, { scale: 1 }, { scale: 'gamma1' });
   const grad = flag(o, 'grad', true);
+  const consume = flag(o, 'consume', false);
   const addTo = grad ? addToArg(o, S) : undefined;
-  return { scale, grad, addTo };
+  const addToInput: NativeOpValue = addTo ? (consume ? toConsumed(addTo, 'opts.addTo') : toNative(addTo, 'opts.addTo')) : null;
+  return { scale, grad, addToInput, consumed: addTo && consume ? [addTo] : [] };
 }
 
 function withDs<R extends object>(value: R, out: NativeOutputs, grad: boolean): R {
@@ -496,12 +676,13 @@ function prepareCsc(G: unknown, S: unknown, selection: unknown, opts: unknown): 
   const o = checkOptions(opts, CSC_OPTION_NAMES);
   const b = bounded(o, { beta1: 0.1333, beta2: 1, beta3: 0.1333 }, { beta1: 'beta1', beta2: 'beta2', beta3: 'beta3' });
   const [g, s] = featurePair(G, S);
-  const { scale, grad, addTo } = termCommon(o, s);
+  const { scale, grad, addToInput, consumed } = termCommon(o, s);
   const { selected, weights } = selectionArg(selection, g.dims[0], g.dims[1]);
   return {
     name: 'csc',
-    inputs: [toNative(g, 'G'), toNative(s, 'S'), selected, weights, addTo ? toNative(addTo, 'opts.addTo') : null],
+    inputs: [toNative(g, 'G'), toNative(s, 'S'), selected, weights, addToInput],
     attrs: { ...b, scale, grad },
+    consumed,
     finish: (out) =>
       withDs(
         { mse: scalar(out.mse, 'mse'), corr: scalar(out.corr, 'corr'), gram: scalar(out.gram, 'gram'), csc: scalar(out.csc, 'csc') },
@@ -524,11 +705,12 @@ function prepareLip(G: unknown, S: unknown, opts: unknown): Call<LipValue> {
   if (H < v.patch || W < v.patch) {
     throw new MghfError('E_TOO_SMALL', `Expected S to be at least ${v.patch}×${v.patch} (opts.patch) but received ${H}×${W} (H×W)`, { argument: 'S' });
   }
-  const { scale, grad, addTo } = termCommon(o, s);
+  const { scale, grad, addToInput, consumed } = termCommon(o, s);
   return {
-    name: 'lip',
-    inputs: [toNative(g, 'G'), toNative(s, 'S'), addTo ? toNative(addTo, 'opts.addTo') : null],
+    name: 'monce',
+    inputs: [toNative(g, 'G'), toNative(s, 'S'), addToInput],
     attrs: { ...v, sinkhornGrad, scale, grad },
+    consumed,
     finish: (out) => withDs({ lip: scalar(out.lip, 'lip') }, out, grad),
   };
 }
@@ -536,11 +718,12 @@ function prepareLip(G: unknown, S: unknown, opts: unknown): Call<LipValue> {
 function prepareMseTerm(G: unknown, S: unknown, opts: unknown): Call<MseTermValue> {
   const o = checkOptions(opts, MSE_TERM_OPTION_NAMES);
   const [g, s] = featurePair(G, S);
-  const { scale, grad, addTo } = termCommon(o, s);
+  const { scale, grad, addToInput, consumed } = termCommon(o, s);
   return {
     name: 'mseTerm',
-    inputs: [toNative(g, 'G'), toNative(s, 'S'), addTo ? toNative(addTo, 'opts.addTo') : null],
+    inputs: [toNative(g, 'G'), toNative(s, 'S'), addToInput],
     attrs: { scale, grad },
+    consumed,
     finish: (out) => withDs({ n: scalar(out.n, 'n') }, out, grad),
   };
 }
@@ -548,6 +731,11 @@ function prepareMseTerm(G: unknown, S: unknown, opts: unknown): Call<MseTermValu
 // ------------------------------------------------------------------ the public object
 
 type In = Tensor | TensorLike;
+
+const monce = async <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): Promise<WithGrad<O, LipValue>> =>
+  runAsync(prepareLip(G, S, opts)) as Promise<WithGrad<O, LipValue>>;
+const monceSync = <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): WithGrad<O, LipValue> =>
+  runSync(prepareLip(G, S, opts)) as WithGrad<O, LipValue>;
 
 /**
  * The kernels of the loss as functions of CPU host tensors; each async one runs off the event
@@ -560,9 +748,35 @@ export const ops = Object.freeze({
     runAsync(prepareDfe(x, opts)),
   dfeSync: (x: In, opts?: DfeOpOptions): DfeOpResult => runSync(prepareDfe(x, opts)),
   /** dx = (∂F/∂x)ᵀ·dF, dF [B, N, H, W] → dx [B, 3, H, W]. */
-  dfeBackward: async (tape: DfeTape, dF: In): Promise<Tensor> =>
-    runAsync(prepareDfeBackward(tape, dF)),
-  dfeBackwardSync: (tape: DfeTape, dF: In): Tensor => runSync(prepareDfeBackward(tape, dF)),
+  dfeBackward: async (tape: DfeTape, dF: In, opts?: DfeBackwardOptions): Promise<Tensor> =>
+    runAsync(prepareDfeBackward(tape, dF, opts)),
+  dfeBackwardSync: (tape: DfeTape, dF: In, opts?: DfeBackwardOptions): Tensor => runSync(prepareDfeBackward(tape, dF, opts)),
+  /** SPEC §2's input normalisation: x [B, 3, H, W] in inputRange → x̂ = (x − mean)/std per channel. */
+  normalize: async (x: In, opts?: { inputRange?: InputRange }): Promise<Tensor> => runAsync(prepareNormalize(x, opts)),
+  normalizeSync: (x: In, opts?: { inputRange?: InputRange }): Tensor => runSync(prepareNormalize(x, opts)),
+  /** dx = dx̂ · ∂x̂/∂x (a constant per channel). */
+  normalizeBackward: async (dxh: In, opts?: { inputRange?: InputRange }): Promise<Tensor> => runAsync(prepareNormalizeBackward(dxh, opts)),
+  normalizeBackwardSync: (dxh: In, opts?: { inputRange?: InputRange }): Tensor => runSync(prepareNormalizeBackward(dxh, opts)),
+  /** The 3×3 stem conv: x̂ [B, 3, H, W] → z [B, N, H, W] (reflection padding), and its tape. */
+  stem: async (xh: In, opts?: PieceOptions): Promise<{ z: Tensor; tape?: DfeTape }> =>
+    runAsync(prepareStem(xh, opts)).then(({ out, tape }) => ({ z: out, tape })),
+  stemSync: (xh: In, opts?: PieceOptions): { z: Tensor; tape?: DfeTape } => {
+    const { out, tape } = runSync(prepareStem(xh, opts));
+    return { z: out, tape };
+  },
+  /** dx̂ = (∂z/∂x̂)ᵀ·dy and, with weightGrad, ∂/∂stem.weight, ∂/∂stem.bias. */
+  stemBackward: async (tape: DfeTape, dy: In, opts?: PieceBackwardOptions): Promise<PieceGradient> => runAsync(preparePieceBackward('stemBackward', tape, dy, opts)),
+  stemBackwardSync: (tape: DfeTape, dy: In, opts?: PieceBackwardOptions): PieceGradient => runSync(preparePieceBackward('stemBackward', tape, dy, opts)),
+  /** Affine coupling block k: the 1×1 mix, z2 += φ(z1), z1 ← z1 ⊙ exp ρ(z2) + η(z2); z [B, N, H, W] → y, and its tape. */
+  coupling: async (z: In, opts?: CouplingOptions): Promise<{ y: Tensor; tape?: DfeTape }> =>
+    runAsync(prepareCoupling(z, opts)).then(({ out, tape }) => ({ y: out, tape })),
+  couplingSync: (z: In, opts?: CouplingOptions): { y: Tensor; tape?: DfeTape } => {
+    const { out, tape } = runSync(prepareCoupling(z, opts));
+    return { y: out, tape };
+  },
+  /** dz = (∂y/∂z)ᵀ·dy and, with weightGrad, the block's weights' gradients (inn.k.*). */
+  couplingBackward: async (tape: DfeTape, dy: In, opts?: PieceBackwardOptions): Promise<PieceGradient> => runAsync(preparePieceBackward('couplingBackward', tape, dy, opts)),
+  couplingBackwardSync: (tape: DfeTape, dy: In, opts?: PieceBackwardOptions): PieceGradient => runSync(preparePieceBackward('couplingBackward', tape, dy, opts)),
   /** SPEC §4: importance, kept channels and their weights (no backward: the choice is constant for the gradient). */
   entropyPruneReweight: async (G: In, S: In, opts?: EntropyOpOptions): Promise<ChannelSelection> =>
     runAsync(prepareEntropy(G, S, opts)),
@@ -572,11 +786,12 @@ export const ops = Object.freeze({
     runAsync(prepareCsc(G, S, selection, opts)) as Promise<WithGrad<O, CscValue>>,
   cscSync: <O extends CscOpOptions = CscOpOptions>(G: In, S: In, selection: ChannelSelection, opts?: O): WithGrad<O, CscValue> =>
     runSync(prepareCsc(G, S, selection, opts)) as WithGrad<O, CscValue>,
-  /** SPEC §6: the Sinkhorn-modulated PatchNCE over every map, and scale·∂L_lip/∂S. */
-  lip: async <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): Promise<WithGrad<O, LipValue>> =>
-    runAsync(prepareLip(G, S, opts)) as Promise<WithGrad<O, LipValue>>,
-  lipSync: <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O): WithGrad<O, LipValue> =>
-    runSync(prepareLip(G, S, opts)) as WithGrad<O, LipValue>,
+  /** SPEC §6: the Sinkhorn-modulated PatchNCE over every map (MoNCE, the LIP term L_lip), and scale·∂L_lip/∂S. */
+  monce,
+  monceSync,
+  /** ops.monce under the name of the loss's term (the first release's name): the same function. */
+  lip: monce,
+  lipSync: monceSync,
   /** SPEC §3: L_n = mean (S − G)², and scale·∂L_n/∂S. */
   mseTerm: async <O extends TermOptions = TermOptions>(G: In, S: In, opts?: O): Promise<WithGrad<O, MseTermValue>> =>
     runAsync(prepareMseTerm(G, S, opts)) as Promise<WithGrad<O, MseTermValue>>,

@@ -59,6 +59,15 @@ const DEVICE_KEY = Symbol('mghf.deviceTensor');
 
 let nextId = 1;
 
+// What frees a tensor's memory at dispose() when the JS heap does not own it (an op's output, whose
+// data is a native block: lib/ops.ts). Without one, dispose() only drops the reference.
+const releasers = new WeakMap<Tensor, (data: Float32Array) => void>();
+
+/** Makes dispose() of `t` call `release(data)` once, after it has dropped its reference. */
+export function releaseOnDispose(t: Tensor, release: (data: Float32Array) => void): void {
+  releasers.set(t, release);
+}
+
 /**
  * Anything shaped like a tensor that the library accepts where it takes a tensor: a `Tensor`, an
  * onnxruntime Tensor, or a plain `{ type: 'float32', data, dims }` object. At run time `data` must
@@ -165,18 +174,26 @@ export class Tensor {
 
   /**
    * Drops this tensor's reference to its data and stops counting it in memory(): a device
-   * tensor's memory goes back at once (or when a running op that reads it ends). Safe to call more
-   * than once; using it afterwards throws E_DISPOSED. A host tensor's array is not cleared:
-   * whoever else holds it keeps it.
+   * tensor's memory goes back at once (or when a running op that reads it ends), and a tensor an
+   * op returned frees its native memory now (its array then reads as empty, length 0). Safe to
+   * call more than once; using it afterwards throws E_DISPOSED. Any other host tensor's array is
+   * not cleared: whoever else holds it keeps it.
    */
   dispose(): void {
     if (this.disposed) return;
     const handle = this.#handle;
+    const data = this.#data;
     this.#data = undefined;
     this.#handle = undefined;
+    // Counted from the dims (byteLength): a consumed op output's array is already detached.
     uncount(this, this.location, this.byteLength);
     untrack(this);
     if (handle !== undefined) deviceTransfer().release(handle);
+    const release = releasers.get(this);
+    if (release && data !== undefined) {
+      releasers.delete(this);
+      release(data);
+    }
   }
 
   /** @internal The native handle of a device tensor (E_DISPOSED naming `name`), undefined on the host. */

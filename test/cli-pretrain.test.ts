@@ -15,6 +15,7 @@ import { runPretrain } from '../lib/pretrain';
 import { loadWeights } from '../lib/weights';
 import { fakeTrainer } from './helpers/fake-trainer';
 import { writeImageFolder } from './helpers/image-folder';
+import { interruptAtFirstStep } from './helpers/interrupt';
 import { writeStandInAddon } from './helpers/stand-in-addon';
 
 const CLI = resolve(__dirname, '..', 'dist', 'cli.js');
@@ -137,24 +138,13 @@ t.test('a checkpoint whose stored paths are not absolute .safetensors files is r
 
 t.test('Ctrl-C prints a resume command that starts with npx mghf', { skip: cliSkip }, async (t) => {
   // The whole Ctrl-C path is tested in pretrain.test.ts; here only the command's form.
-  const { spawn } = await import('node:child_process');
   await ready;
   const out = join(dir, 'interrupted.safetensors');
-  const child = spawn(process.execPath, [CLI, 'pretrain', '--data', data, ...SMALL, '--epochs', '50', '--out', out], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, MGHF_BINARY: standIn },
+  const { code, stderr } = await interruptAtFirstStep(CLI, ['pretrain', '--data', data, ...SMALL, '--epochs', '50', '--out', out], {
+    ...process.env,
+    MGHF_BINARY: standIn,
   });
-  let stderr = '';
-  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
-  await new Promise<void>((res) => {
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (/step \d+\/\d+/.test(stderr)) res();
-    });
-    child.on('exit', () => res());
-  });
-  child.kill('SIGINT');
-  t.equal(await exited, 130);
+  t.equal(code, 130);
   t.match(stderr, new RegExp(`Resume with: npx mghf pretrain --data ${data} --batch 8 --crop 16 --epochs 50 --out ${out} --resume ${out}\\.ckpt\\.safetensors\\n`));
 });
 

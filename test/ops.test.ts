@@ -18,6 +18,7 @@ import {
   type LossResult,
   type PartName,
 } from '../lib/index';
+import { native } from '../lib/native';
 import { imagePair, loadFixture } from './helpers/fixtures';
 
 type Parts = Record<PartName, number>;
@@ -41,7 +42,10 @@ function sumInOrder(terms: Tensor[]): Tensor {
   return new Tensor(out, terms[0].dims);
 }
 
-function composeSync(sr: Tensor, gt: Tensor, weights: DfeWeights, o: LossOptions): Composed {
+// chained: each term adds onto the previous term's dS, handed over (addTo + consume), instead of
+// the separate dS summed in JS: the ops form each term's gradient alone and add it per element, as
+// the loss assembles ∂L/∂S, so this too is the loss's gradient bit for bit (and no copies).
+function composeSync(sr: Tensor, gt: Tensor, weights: DfeWeights, o: LossOptions, chained = false): Composed {
   const c = (o.variant ?? 'c') === 'c';
   const g1 = c ? (o.gamma1 ?? 2) : 1;
   const g2 = c ? (o.gamma2 ?? 1.5) : 0;
@@ -55,20 +59,24 @@ function composeSync(sr: Tensor, gt: Tensor, weights: DfeWeights, o: LossOptions
     const n = ops.mseTermSync(G, S, { scale: g1 });
     if (g1 !== 0) parts.n = n.n;
     const dS: Tensor[] = [n.dS];
+    const onto = () => (chained ? { addTo: dS.pop(), consume: true } : {});
     if (g2 !== 0) {
       const selection = ops.entropyPruneReweightSync(G, S, { M: o.M, alpha: o.alpha, gamma: o.gamma });
-      const r = ops.cscSync(G, S, selection, { beta1: o.beta1, beta2: o.beta2, beta3: o.beta3, scale: g2 });
+      const r = ops.cscSync(G, S, selection, { beta1: o.beta1, beta2: o.beta2, beta3: o.beta3, scale: g2, ...onto() });
       Object.assign(parts, { mse: r.mse, corr: r.corr, gram: r.gram, csc: r.csc });
       dS.push(r.dS);
     }
     if (g3 !== 0) {
       const { patch, stride, pmax, tau, epsOt, Q, iters, sinkhornGrad } = o;
-      const r = ops.lipSync(G, S, { patch, stride, pmax, tau, epsOt, Q, iters, sinkhornGrad, scale: g3 });
+      const r = ops.monceSync(G, S, { patch, stride, pmax, tau, epsOt, Q, iters, sinkhornGrad, scale: g3, ...onto() });
       parts.lip = r.lip;
       dS.push(r.dS);
     }
     const loss = c ? g1 * parts.n + g2 * parts.csc + g3 * parts.lip : parts.n;
-    return { loss, parts, grad: ops.dfeBackwardSync(tape as DfeTape, sumInOrder(dS)) };
+    const grad = chained
+      ? ops.dfeBackwardSync(tape as DfeTape, dS[0], { consume: true })
+      : ops.dfeBackwardSync(tape as DfeTape, sumInOrder(dS));
+    return { loss, parts, grad };
   });
 }
 
@@ -118,11 +126,14 @@ t.test('(d) memory() is flat over 2,000 calls with scope() and with explicit dis
   const weights = createWeights({ seed: 4, channels: 2 });
   const { sr, gt } = imagePair([1, 3, 4, 4], 8);
   const start = memory();
+  const blocks = liveBlocks();
   let grew = 0;
   for (let i = 0; i < 2000; i++) {
     scope(() => step(sr, gt, weights).n);
     const m = memory();
     if (m.numTensors !== start.numTensors || m.numNativeObjects !== start.numNativeObjects || m.nativeBytes !== start.nativeBytes) grew++;
+    // dispose() frees an op output's native block at once, not at a later GC.
+    if (liveBlocks() !== blocks) grew++;
   }
   t.equal(grew, 0, 'with scope(): no call left a tensor or tape behind');
   t.same(memory(), start, 'with scope(): memory() unchanged');
@@ -131,7 +142,7 @@ t.test('(d) memory() is flat over 2,000 calls with scope() and with explicit dis
     const s = step(sr, gt, weights);
     for (const x of [s.G, s.S, s.tape, s.dS, s.dx]) x.dispose();
     const m = memory();
-    if (m.numTensors !== start.numTensors || m.numNativeObjects !== start.numNativeObjects) grew++;
+    if (m.numTensors !== start.numTensors || m.numNativeObjects !== start.numNativeObjects || liveBlocks() !== blocks) grew++;
   }
   t.equal(grew, 0, 'with dispose(): no call left a tensor or tape behind');
   t.same(memory(), start, 'with dispose(): memory() unchanged');
@@ -168,6 +179,119 @@ t.test('(d) memory() is flat over 2,000 calls with scope() and with explicit dis
   t.equal(numBytes, start.numBytes);
 });
 
+/** Op outputs JavaScript holds as native blocks (neither disposed nor collected). */
+function liveBlocks(): number {
+  return native().opMemory?.().blocks ?? NaN;
+}
+
+/** Element-wise identical (Object.is: NaN and −0 too). */
+function identical(a: Float32Array, b: Float32Array): boolean {
+  return a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
+}
+
+// Second: a failing op must leave nothing behind either (issue 15 item 5).
+t.test('(d) a failed op frees what it allocated: memory() unchanged after 1,000 failing calls', async (t) => {
+  const weights = createWeights({ seed: 4, channels: 2 });
+  // Weights this large overflow float32 in the stem: dfe allocates F and its tape, runs, then
+  // fails its finiteness check (E_NUMERIC) after every allocation.
+  const huge = createWeights({ seed: 4, channels: 2 });
+  for (const a of Object.values(huge.tensors)) (a as Float32Array).fill(1e30);
+  const { sr, gt } = imagePair([1, 3, 4, 4], 8);
+  const G = ops.dfeSync(gt, { weights, tape: false }).F;
+  const far = new Tensor(new Float32Array(G.size).fill(3e38), G.dims);
+  const near = new Tensor(new Float32Array(G.size).fill(-3e38), G.dims);
+  const start = memory();
+  const blocks = liveBlocks();
+  let failed = 0;
+  for (let i = 0; i < 1000; i++) {
+    try {
+      ops.dfeSync(sr, { weights: huge });
+    } catch (err) {
+      if ((err as MghfError).code === 'E_NUMERIC') failed++;
+    }
+    // A consumed addTo is the op's even when it fails: (S − G)² overflows float32 (E_NUMERIC).
+    const d = ops.mseTermSync(G, G).dS;
+    try {
+      ops.mseTermSync(far, near, { addTo: d, consume: true });
+    } catch (err) {
+      if ((err as MghfError).code === 'E_NUMERIC' && d.disposed) failed++;
+    }
+  }
+  t.equal(failed, 2000, 'every call failed with its typed error');
+  // Garbage of the test before may be collected (and uncounted) meanwhile: counts may fall, never grow.
+  const grew = (m: ReturnType<typeof memory>) =>
+    m.numTensors > start.numTensors || m.numBytes > start.numBytes || m.numNativeObjects > start.numNativeObjects || m.nativeBytes > start.nativeBytes;
+  t.notOk(grew(memory()), 'memory() did not grow');
+  t.ok(liveBlocks() <= blocks, 'no native output block left behind');
+  await t.rejects(ops.dfe(sr, { weights: huge }), { code: 'E_NUMERIC' });
+  t.notOk(grew(memory()), 'nor after a failing async call');
+  for (const x of [G, far, near]) x.dispose();
+});
+
+// ------------------------------------------------------------------ (e) outputs without copies
+
+t.test('(e) op outputs are native blocks: dispose frees them, consume hands addTo over, async ops keep what they read', async (t) => {
+  const weights = createWeights({ seed: 5, channels: 4 });
+  const { sr, gt } = imagePair([1, 3, 6, 6], 9);
+  const blocks = liveBlocks();
+  const { F: G } = ops.dfeSync(gt, { weights, tape: false });
+  const { F: S, tape } = ops.dfeSync(sr, { weights });
+  t.equal(liveBlocks() - blocks, 2, 'F of gt and of sr are native blocks');
+
+  // consume: the same bits as the copying addTo; the handed-over tensor is disposed, its array detached.
+  const n = ops.mseTermSync(G, S, { scale: 2 });
+  const copied = ops.mseTermSync(G, S, { scale: 3, addTo: n.dS });
+  const handed = n.dS.data;
+  const consumed = ops.mseTermSync(G, S, { scale: 3, addTo: n.dS, consume: true });
+  t.ok(identical(consumed.dS.data, copied.dS.data), 'consume: dS bit for bit as with a copy');
+  t.ok(n.dS.disposed, 'the consumed addTo is disposed');
+  t.equal(handed.length, 0, 'and its array detached (its memory is the new dS)');
+  const c1 = ops.cscSync(G, S, ops.entropyPruneReweightSync(G, S, { M: 2 }), { addTo: consumed.dS });
+  const c2 = ops.cscSync(G, S, ops.entropyPruneReweightSync(G, S, { M: 2 }), { addTo: consumed.dS, consume: true });
+  t.ok(identical(c1.dS.data, c2.dS.data), 'csc: consume = copy, bit for bit');
+  const l1 = ops.lipSync(G, S, { patch: 4, stride: 2, addTo: c2.dS });
+  const l2 = ops.lipSync(G, S, { patch: 4, stride: 2, addTo: c2.dS, consume: true });
+  t.ok(identical(l1.dS.data, l2.dS.data), 'lip: consume = copy, bit for bit');
+
+  // A caller's own array is never written: with consume it is copied (and the tensor disposed).
+  const own = new Tensor(new Float32Array(S.size).fill(0.25), S.dims);
+  const ownData = own.data;
+  const m = ops.mseTermSync(G, S, { addTo: own, consume: true });
+  t.ok(own.disposed && ownData.length === S.size && ownData.every((v) => v === 0.25), "a caller's array is left as it was");
+  const m2 = ops.mseTermSync(G, S, { addTo: new Tensor(new Float32Array(S.size).fill(0.25), S.dims) });
+  t.ok(identical(m.dS.data, m2.dS.data), 'and the sum is the same');
+
+  // dfeBackward may use a consumed dF as scratch: the same dx.
+  const dx1 = ops.dfeBackwardSync(tape as DfeTape, l2.dS);
+  const dx2 = ops.dfeBackwardSync(tape as DfeTape, l2.dS, { consume: true });
+  t.ok(identical(dx1.data, dx2.data) && l2.dS.disposed, 'dfeBackward: consume = copy, bit for bit');
+
+  // dispose() frees the block now, not at the next garbage collection.
+  const before = liveBlocks();
+  const view = dx1.data;
+  dx1.dispose();
+  t.equal(liveBlocks(), before - 1, 'dispose() frees the native block');
+  t.equal(view.length, 0, 'and detaches the array');
+
+  // An async op keeps what it reads although its inputs are disposed (detached) while it runs.
+  const want = ops.mseTermSync(G, S, { scale: 2 });
+  const pending = ops.mseTerm(G, S, { scale: 2 });
+  G.dispose();
+  S.dispose();
+  const got = await pending;
+  t.equal(got.n, want.n, 'async value with its inputs disposed mid-call');
+  t.ok(identical(got.dS.data, want.dS.data), 'async dS with its inputs disposed mid-call');
+
+  // addTo that is also S, consumed: S is still read as it was (the op writes into a copy).
+  const { F: S2 } = ops.dfeSync(sr, { weights, tape: false });
+  const { F: G2 } = ops.dfeSync(gt, { weights, tape: false });
+  const ref = ops.mseTermSync(G2, S2, { addTo: S2 });
+  const alias = ops.mseTermSync(G2, S2, { addTo: S2, consume: true });
+  t.ok(identical(alias.dS.data, ref.dS.data), 'addTo = S consumed: the same values');
+  for (const x of [copied.dS, c1.dS, l1.dS, m.dS, m2.dS, dx2, got.dS, want.dS, G2, ref.dS, alias.dS, tape as DfeTape]) x.dispose();
+  t.equal(liveBlocks(), blocks, 'every block freed');
+});
+
 t.test('(a) MGHF-n and MGHF-c composed from ops are mghfLoss, bit for bit', async (t) => {
   for (const name of ['c-tiny', 'n-tiny', 'c-options', 'c-symmetric', 'c-two-blocks', 'c-no-sinkhorn-grad', 'c-csc-only']) {
     const f = loadFixture(name);
@@ -175,6 +299,9 @@ t.test('(a) MGHF-n and MGHF-c composed from ops are mghfLoss, bit for bit', asyn
     const before = memory();
     const got = composeSync(f.sr, f.gt, f.weights, o);
     sameBits(t, got, f.sr, f.gt, f.weights, o, name);
+    const chained = composeSync(f.sr, f.gt, f.weights, o, true);
+    sameBits(t, chained, f.sr, f.gt, f.weights, o, `${name}, dS chained (addTo + consume)`);
+    chained.grad.dispose();
     const after = memory();
     t.equal(after.numNativeObjects, before.numNativeObjects, `${name}: the scope freed the tape`);
     got.grad.dispose();
@@ -189,7 +316,10 @@ t.test('(a) MGHF-n and MGHF-c composed from ops are mghfLoss, bit for bit', asyn
     { variant: 'n' as const },
   ]) {
     sameBits(t, composeSync(sr, gt, weights, o), sr, gt, weights, o, `createWeights(6) ${JSON.stringify(o)}`);
+    sameBits(t, composeSync(sr, gt, weights, o, true), sr, gt, weights, o, `createWeights(6) ${JSON.stringify(o)}, chained`);
   }
+  t.equal(ops.lip, ops.monce, 'ops.lip is ops.monce (the first release\'s name)');
+  t.equal(ops.lipSync, ops.monceSync, 'ops.lipSync is ops.monceSync');
   const f = loadFixture('c-tiny');
   sameBits(t, await composeAsync(f.sr, f.gt, f.weights, { M: 4 }), f.sr, f.gt, f.weights, { M: 4 }, 'async ops in an async scope');
 });
@@ -321,4 +451,128 @@ t.test('mghfLoss in a scope: its result tensors are freed unless returned', asyn
   const loss = await scope(async () => (await mghfLoss(sr, gt, { weights, variant: 'n' })).loss);
   t.ok(Number.isFinite(loss));
   t.equal(memory().numTensors, start.numTensors);
+});
+
+// ------------------------------------------------------------------ (f) the DFE's pieces
+
+t.test('(f) normalize → stem → coupling × K is ops.dfe bit for bit, and every piece backward (input and weights) against finite differences', async (t) => {
+  const weights = createWeights({ seed: 11, channels: 4, blocks: 2 });
+  const { sr } = imagePair([2, 3, 6, 7], 12);
+  for (const inputRange of ['unit', 'symmetric'] as const) {
+    const x = inputRange === 'unit' ? sr : new Tensor(sr.data.map((v) => v * 2 - 1), sr.dims);
+    scope(() => {
+      const { F, tape } = ops.dfeSync(x, { weights, inputRange });
+      const xh = ops.normalizeSync(x, { inputRange });
+      const { z, tape: stemTape } = ops.stemSync(xh, { weights });
+      const c0 = ops.couplingSync(z, { weights, block: 0 });
+      const c1 = ops.couplingSync(c0.y, { weights, block: 1 });
+      t.ok(identical(c1.y.data, F.data), `${inputRange}: the pieces' features are dfe's, bit for bit`);
+      // And back: the pieces' backwards chained are dfeBackward.
+      const dF = new Tensor(direction(F.size, 3), F.dims);
+      const dx = ops.dfeBackwardSync(tape as DfeTape, dF);
+      const d1 = ops.couplingBackwardSync(c1.tape as DfeTape, dF);
+      const d0 = ops.couplingBackwardSync(c0.tape as DfeTape, d1.dx, { consume: true });
+      const ds = ops.stemBackwardSync(stemTape as DfeTape, d0.dx);
+      const dxPieces = ops.normalizeBackwardSync(ds.dx, { inputRange });
+      t.ok(identical(dxPieces.data, dx.data), `${inputRange}: the pieces' backwards are dfeBackward, bit for bit`);
+    });
+  }
+
+  // Finite differences of ⟨piece(input), v⟩ through the TypeScript API.
+  const inner = (y: Tensor, v: Float32Array) => dot(y.data, v);
+  const xh = ops.normalizeSync(sr);
+  const vx = direction(xh.size, 5);
+  fdCheck(t, 'normalizeBackward', (x) => scope(() => inner(ops.normalizeSync(x), vx)), sr, ops.normalizeBackwardSync(new Tensor(vx, xh.dims)).data, 1e-2, 1e-3);
+
+  const z = ops.stemSync(xh, { weights, tape: false }).z;
+  const vz = direction(z.size, 6);
+  const stemGrad = scope(() => {
+    const { tape } = ops.stemSync(xh, { weights });
+    return ops.stemBackwardSync(tape as DfeTape, new Tensor(vz, z.dims), { weightGrad: true });
+  });
+  fdCheck(t, 'stemBackward: dx̂', (x) => scope(() => inner(ops.stemSync(x, { weights, tape: false }).z, vz)), xh, stemGrad.dx.data, 1e-2);
+  t.same(Object.keys(stemGrad.weightGrads ?? {}).sort(), ['stem.bias', 'stem.weight'], 'stem: the weight gradients by name');
+
+  // A mid-range z for the coupling (its input is a block's output in the DFE).
+  const y0 = ops.couplingSync(z, { weights, block: 0, tape: false }).y;
+  const vy = direction(y0.size, 8);
+  const coupGrad = scope(() => {
+    const { tape } = ops.couplingSync(z, { weights, block: 1 });
+    return ops.couplingBackwardSync(tape as DfeTape, new Tensor(vy, y0.dims), { weightGrad: true });
+  });
+  fdCheck(t, 'couplingBackward: dz', (zz) => scope(() => inner(ops.couplingSync(zz, { weights, block: 1, tape: false }).y, vy)), z, coupGrad.dx.data, 1e-2);
+  const noWeightGrad = scope(() => {
+    const { tape } = ops.couplingSync(z, { weights, block: 1 });
+    return ops.couplingBackwardSync(tape as DfeTape, new Tensor(vy, y0.dims));
+  });
+  const maxAbs = (a: Float32Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  const gap = maxAbs(coupGrad.dx.data.map((v, i) => v - noWeightGrad.dx.data[i]));
+  t.ok(gap <= 1e-5 * maxAbs(noWeightGrad.dx.data), `couplingBackward: dz with and without weightGrad agree (max gap ${gap})`);
+  t.equal(noWeightGrad.weightGrads, undefined, 'no weight gradients unless asked');
+
+  // Weight gradients: perturb one tensor of the weights along u. A step can cross a ReLU6 kink of
+  // these tiny random blocks (the difference then moves with h), so the best of three steps is
+  // compared; float32 rounding keeps h from going lower.
+  const weightFd = (what: string, name: string, grads: Record<string, Float64Array> | undefined, f: (w: DfeWeights) => number) => {
+    const base = weights.tensors[name] as Float32Array;
+    const u = direction(base.length, name.length);
+    const at = (s: number) => ({ ...weights, tensors: { ...weights.tensors, [name]: base.map((v, i) => v + s * u[i]) } }) as DfeWeights;
+    const g = grads?.[name];
+    t.ok(g && g.length === base.length, `${what}: ∂/∂${name} returned`);
+    let an = 0;
+    for (let i = 0; i < u.length; i++) an += (g?.[i] ?? NaN) * u[i];
+    const fds = [3e-3, 1e-3, 3e-4].map((h) => (f(at(h)) - f(at(-h))) / (2 * h));
+    const best = fds.reduce((b, fd) => (Math.abs(fd - an) < Math.abs(b - an) ? fd : b));
+    t.ok(Math.abs(best - an) <= 2e-2 * Math.abs(an), `${what}: ∂/∂${name} finite difference ${best} (of ${fds.map((v) => v.toPrecision(4)).join(', ')}) vs analytic ${an}`);
+  };
+  for (const name of ['stem.weight', 'stem.bias']) {
+    weightFd('stemBackward', name, stemGrad.weightGrads, (w) => scope(() => inner(ops.stemSync(xh, { weights: w, tape: false }).z, vz)));
+  }
+  t.same(Object.keys(coupGrad.weightGrads ?? {}).sort(), Object.keys(weights.tensors).filter((k) => k.startsWith('inn.1.')).sort(), 'coupling: every weight of block 1, by name');
+  for (const name of ['inn.1.mix.weight', 'inn.1.mix.bias', 'inn.1.phi.expand.weight', 'inn.1.phi.depthwise.weight', 'inn.1.rho.project.weight', 'inn.1.eta.expand.weight', 'inn.1.rho.depthwise.weight', 'inn.1.eta.project.weight']) {
+    weightFd('couplingBackward', name, coupGrad.weightGrads, (w) => scope(() => inner(ops.couplingSync(z, { weights: w, block: 1, tape: false }).y, vy)));
+  }
+
+  // Typed errors.
+  t.throws(() => ops.couplingSync(z, { weights, block: 2 }), { code: 'E_OPTION', argument: 'opts.block' });
+  t.throws(() => ops.stemSync(z, { weights }), { code: 'E_SHAPE' });
+  t.throws(() => ops.couplingSync(xh, { weights }), { code: 'E_SHAPE' });
+  const { tape: st } = ops.stemSync(xh, { weights });
+  t.throws(() => ops.couplingBackwardSync(st as DfeTape, xh), { code: 'E_SHAPE', argument: 'dy' });
+  t.throws(() => ops.couplingBackwardSync(st as DfeTape, y0), /tape must be the tape of a coupling op/);
+  t.throws(() => ops.stemBackwardSync(st as DfeTape, z, { bad: 1 } as never), { code: 'E_OPTION', message: /valid options are: weightGrad, consume/ });
+  // Weights near float32's largest overflow the stem's 27-term sums: E_NUMERIC, no tape left.
+  const huge = createWeights({ seed: 11, channels: 4, blocks: 2 });
+  for (const a of Object.values(huge.tensors)) (a as Float32Array).fill(3e38);
+  t.throws(() => ops.stemSync(xh, { weights: huge }), { code: 'E_NUMERIC' });
+  for (const x of [xh, z, y0, stemGrad.dx, coupGrad.dx, noWeightGrad.dx, st as DfeTape]) x.dispose();
+
+  // The async forms give the same bits, and the pieces leave nothing behind. Garbage of the checks
+  // above may be collected (and uncounted) meanwhile, so the counts may fall, never grow.
+  const start = memory();
+  const startBlocks = liveBlocks();
+  for (let i = 0; i < 200; i++) {
+    await scope(async () => {
+      const a = await ops.normalize(sr);
+      const { z: za, tape: ta } = await ops.stem(a, { weights });
+      const { y, tape: tc } = await ops.coupling(za, { weights, block: 1 });
+      const { dx: dza, weightGrads } = await ops.couplingBackward(tc as DfeTape, y, { weightGrad: i % 50 === 0 });
+      const { dx } = await ops.stemBackward(ta as DfeTape, dza, { consume: true });
+      const back = await ops.normalizeBackward(dx);
+      if (i === 0) {
+        const want = scope(() => {
+          const zs = ops.stemSync(ops.normalizeSync(sr), { weights, tape: false }).z;
+          return ops.couplingSync(zs, { weights, block: 1, tape: false }).y;
+        });
+        t.ok(identical(y.data, want.data), 'async pieces: the sync bits');
+        t.ok(weightGrads !== undefined && back.size === sr.size, 'async backwards');
+        want.dispose();
+      }
+    });
+  }
+  const end = memory();
+  t.ok(
+    end.numTensors <= start.numTensors && end.numBytes <= start.numBytes && end.numNativeObjects <= start.numNativeObjects && liveBlocks() <= startBlocks,
+    `memory() did not grow over 200 piece forward/backward cycles in a scope (${JSON.stringify([start.numTensors, end.numTensors, start.numNativeObjects, end.numNativeObjects])})`,
+  );
 });

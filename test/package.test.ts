@@ -239,7 +239,7 @@ const ALLOWED = [
   /^dist\/[\w-]+\.(js|d\.ts|js\.map)$/,
   /^prebuilds\/linux-x64\/mghf\.(glibc|cuda)\.node$/,
   /^weights\/mghf-dfe-default\.safetensors$/,
-  /^native\/binding\/addon\.cc$/,
+  /^native\/binding\/(addon\.cc|js_buffers\.h)$/,
   /^native\/core\/(?!tests\/|bench\/)[\w/.-]+\.(h|cpp|cu|cuh|inc|md)$/,
   /^(binding\.gyp|CMakeLists\.txt|README\.md|package\.json|LICENSE)$/,
   /^docs\/MATH\.md$/,
@@ -271,7 +271,7 @@ t.test('npm pack ships exactly the package files', { skip: skipAll }, async (t) 
   const stray = files.filter((f) => !ALLOWED.some((re) => re.test(f)));
   t.same(stray, [], 'nothing outside dist/, prebuilds/, the default weights, native sources, binding.gyp, CMakeLists.txt, README.md, docs/MATH.md, package.json');
   for (const f of ['dist/index.js', 'dist/cli.js', 'dist/native.js', 'dist/doctor.js', 'prebuilds/linux-x64/mghf.glibc.node', 'binding.gyp', 'CMakeLists.txt',
-    'native/binding/addon.cc', 'native/core/backend_cpu.cpp', 'README.md', 'docs/MATH.md', 'package.json', 'dist/tfjs.js', 'dist/tfjs.d.ts']) {
+    'native/binding/addon.cc', 'native/binding/js_buffers.h', 'native/core/backend_cpu.cpp', 'README.md', 'docs/MATH.md', 'package.json', 'dist/tfjs.js', 'dist/tfjs.d.ts']) {
     t.ok(files.includes(f), `ships ${f}`);
   }
   t.equal(files.includes('prebuilds/linux-x64/mghf.cuda.node'), hasCudaPrebuild, 'ships the CUDA prebuild exactly when one was built');

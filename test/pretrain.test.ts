@@ -3,7 +3,7 @@
 // (helpers/fake-trainer.ts) everywhere; the tests marked "native" run the real trainer and skip,
 // saying why, when the loaded addon has none.
 import t, { Test } from 'tap';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -20,6 +20,7 @@ import { backendInfo } from '../lib/native';
 import { type PretrainOptions, type PretrainResult, type PretrainStart, nativeTrainer, runPretrain } from '../lib/pretrain';
 import { createWeights, loadWeights, saveWeightsSync, weightShapes } from '../lib/weights';
 import { fakeTrainer, type FakeTrainer } from './helpers/fake-trainer';
+import { interruptAtFirstStep } from './helpers/interrupt';
 import { writeStandInAddon } from './helpers/stand-in-addon';
 import { writeImageFolder } from './helpers/image-folder';
 
@@ -359,18 +360,8 @@ t.test('mghf pretrain: arguments', { skip: cliSkip }, async (t) => {
 async function interruptAndResume(t0: Test, env: NodeJS.ProcessEnv, name: string): Promise<void> {
   const out = join(dir, `${name}.safetensors`);
   const args = ['pretrain', '--data', data, '--epochs', '50', '--batch', '8', '--crop', '16', '--out', out];
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-  let stderr = '';
-  const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
-  await new Promise<void>((res) => {
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (/step \d+\/\d+/.test(stderr)) res();
-    });
-    child.on('exit', () => res());
-  });
-  child.kill('SIGINT');
-  t0.equal(await exited, 130, 'exit 130');
+  const { code, stderr } = await interruptAtFirstStep(CLI, args, env);
+  t0.equal(code, 130, 'exit 130');
   t0.match(stderr, /Pretraining the DFE \(N=128, K=1, e=2\) on 4 classes: 49 training images, 12 validation images \(val\/\); 7 steps per epoch, 350 steps, on cpu/);
   t0.match(stderr, /epoch 1\/50 {2}step \d+\/350 {2}loss [0-9.]+ {2}acc [0-9.]+% {2}[0-9.]+ img\/s {2}left /, 'progress line');
   t0.match(stderr, /interrupted; stopping the step in progress and writing a checkpoint of the last completed one/);

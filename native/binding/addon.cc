@@ -36,6 +36,7 @@
 #include "cuda/cuda_backend.h"
 #include "buffer.h"
 #include "error.h"
+#include "js_buffers.h"
 #include "ops/registry.h"
 #include "train/any_trainer.h"
 
@@ -573,7 +574,45 @@ Napi::Value DeviceMemory(const Napi::CallbackInfo& info) {
   return a;
 }
 
-ops::Value to_op_value(const Napi::Value& v, size_t index) {
+// A float32 tensor input {data: Float32Array, dims, consume?} → a Value, read in
+// place, never copied, except an async op's view of a foreign array:
+//  - our own output (js_buffers): shared, so a GC or detach mid-op frees
+//    nothing under the op; with consume: true it is taken from JavaScript
+//    (detached) and given to the op as owned, to write into (the dS accumulator);
+//  - any other array, sync op: viewed; the caller's frame keeps it alive and no
+//    JavaScript runs until the op returns;
+//  - any other array, async op: copied, because JavaScript could detach (transfer)
+//    or resize its buffer while the op runs on a worker thread.
+ops::Value f32_input(const Napi::Object& o, const std::string& name, bool async) {
+  std::vector<int64_t> dims = get_dims(o.Get("dims"), name);
+  double count = 1;
+  for (int64_t d : dims) count *= double(d);
+  if (count > double(int64_t(1) << 34)) fail("E_SHAPE", name + " is too large");
+  Napi::Value data = o.Get("data");
+  ops::Value out;
+  out.kind = ops::Kind::F32;
+  out.dims = std::move(dims);
+  if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    fail("E_DTYPE", name + " must be a Float32Array");
+  auto a = data.As<Napi::Float32Array>();
+  if (a.ElementLength() != size_t(count))
+    fail("E_SHAPE", name + " has " + std::to_string(a.ElementLength()) + " elements, expected " +
+                        std::to_string(size_t(count)));
+  if (o.Get("consume").ToBoolean().Value())
+    if (js_buffers::Shared b = js_buffers::take(a)) {
+      out.f32 = ops::F32Data::own(std::move(b));
+      return out;
+    }
+  if (js_buffers::JsBufferHolder* h = js_buffers::holder_of(a))
+    out.f32 = ops::F32Data::view(h->buf->data(), h->buf->size(), h->buf);
+  else if (!async)
+    out.f32 = ops::F32Data::view(a.Data(), a.ElementLength());
+  else
+    out.f32 = ops::F32Data::view(a.Data(), a.ElementLength()).copy();
+  return out;
+}
+
+ops::Value to_op_value(const Napi::Value& v, size_t index, bool async) {
   const std::string name = "input " + std::to_string(index);
   ops::Value out;
   if (v.IsUndefined() || v.IsNull()) return out;
@@ -590,10 +629,10 @@ ops::Value to_op_value(const Napi::Value& v, size_t index) {
     const napi_typedarray_type t = v.As<Napi::TypedArray>().TypedArrayType();
     if (t == napi_int32_array) {
       auto a = v.As<Napi::Int32Array>();
-      out = ops::Value::ints(std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength()));
+      out = ops::Value::vector(std::vector<int32_t>(a.Data(), a.Data() + a.ElementLength()));
     } else if (t == napi_float64_array) {
       auto a = v.As<Napi::Float64Array>();
-      out = ops::Value::doubles(std::vector<double>(a.Data(), a.Data() + a.ElementLength()));
+      out = ops::Value::vector(std::vector<double>(a.Data(), a.Data() + a.ElementLength()));
     } else {
       fail("E_DTYPE", name + " must be an Int32Array or a Float64Array");
     }
@@ -606,14 +645,7 @@ ops::Value to_op_value(const Napi::Value& v, size_t index) {
     out.weights = std::make_shared<const mghf::DfeWeights<float>>(get_weights(v));
     return out;
   }
-  std::vector<int64_t> dims = get_dims(o.Get("dims"), name);
-  double count = 1;
-  for (int64_t d : dims) count *= double(d);
-  if (count > double(int64_t(1) << 34)) fail("E_SHAPE", name + " is too large");
-  out.kind = ops::Kind::F32;
-  out.f32 = copy_f32(o.Get("data"), size_t(count), name.c_str());
-  out.dims = std::move(dims);
-  return out;
+  return f32_input(o, name, async);
 }
 
 ops::Attrs to_op_attrs(const Napi::Value& v) {
@@ -650,28 +682,48 @@ struct OpCall {
   ops::Attrs attrs;
 };
 
-std::unique_ptr<OpCall> parse_op_call(const Napi::CallbackInfo& info) {
+std::unique_ptr<OpCall> parse_op_call(const Napi::CallbackInfo& info, bool async) {
   if (info.Length() < 2 || !info[0].IsString() || !info[1].IsArray())
     fail("E_ARGUMENT", "expected (name, inputs, attrs)");
   auto call = std::make_unique<OpCall>();
   call->name = info[0].As<Napi::String>().Utf8Value();
   if (!ops::find_op(call->name)) ops::run_op(call->name, call->inputs, call->attrs);  // E_ARGUMENT, listing the ops
   auto in = info[1].As<Napi::Array>();
-  for (uint32_t i = 0; i < in.Length(); ++i) call->inputs.push_back(to_op_value(in.Get(i), i));
+  for (uint32_t i = 0; i < in.Length(); ++i) call->inputs.push_back(to_op_value(in.Get(i), i, async));
+  // A consumed block the op may write into must not also be another input the op reads
+  // (addTo passed as S too): that input keeps the block, the written one gets a copy.
+  for (ops::Value& w : call->inputs)
+    if (w.kind == ops::Kind::F32 && w.f32.owned())
+      for (const ops::Value& r : call->inputs)
+        if (&r != &w && r.kind == ops::Kind::F32 && r.f32.data() == w.f32.data()) {
+          w.f32 = w.f32.copy();
+          break;
+        }
   call->attrs = to_op_attrs(info.Length() > 2 ? info[2] : info.Env().Undefined());
   return call;
 }
 
+// A float32 tensor output → {data: Float32Array, dims}: an owned buffer is handed
+// to JavaScript as is (js_buffers::expose); a read-only one (an input passed
+// through) is copied, so that one block never backs two ArrayBuffers.
+Napi::Object f32_output(Napi::Env env, ops::Value& v) {
+  Napi::Object t = Napi::Object::New(env);
+  if (v.f32.owned() && v.f32.shared() && v.f32.shared()->data() == v.f32.data() &&
+      v.f32.shared()->size() == v.f32.size())
+    t.Set("data", js_buffers::expose(env, v.f32.shared()));
+  else
+    t.Set("data", js_buffers::expose(env, v.f32.copy().shared()));
+  v.f32 = ops::F32Data();
+  Napi::Array dims = Napi::Array::New(env, v.dims.size());
+  for (size_t i = 0; i < v.dims.size(); ++i) dims.Set(uint32_t(i), double(v.dims[i]));
+  t.Set("dims", dims);
+  return t;
+}
+
 Napi::Value op_value_to_js(Napi::Env env, ops::Value& v) {
   switch (v.kind) {
-    case ops::Kind::F32: {
-      Napi::Object t = Napi::Object::New(env);
-      t.Set("data", to_js(env, v.f32));
-      Napi::Array dims = Napi::Array::New(env, v.dims.size());
-      for (size_t i = 0; i < v.dims.size(); ++i) dims.Set(uint32_t(i), double(v.dims[i]));
-      t.Set("dims", dims);
-      return t;
-    }
+    case ops::Kind::F32:
+      return f32_output(env, v);
     case ops::Kind::I32: {
       auto a = Napi::Int32Array::New(env, v.i32.size());
       std::copy(v.i32.begin(), v.i32.end(), a.Data());
@@ -722,7 +774,7 @@ class OpWorker : public PromiseWorker {
 
 Napi::Value OpSync(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    auto call = parse_op_call(info);
+    auto call = parse_op_call(info, false);
     ops::Outputs out = ops::run_op(call->name, call->inputs, call->attrs);
     call.reset();
     return op_outputs_to_js(info.Env(), out);
@@ -731,7 +783,7 @@ Napi::Value OpSync(const Napi::CallbackInfo& info) {
 
 Napi::Value Op(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    auto* w = new OpWorker(info.Env(), parse_op_call(info));
+    auto* w = new OpWorker(info.Env(), parse_op_call(info, true));
     w->Queue();
     return w->Promise();
   });
@@ -749,11 +801,29 @@ Napi::Value OpRelease(const Napi::CallbackInfo& info) {
   });
 }
 
-// {objects, bytes}: the live op states (tapes) and the bytes they hold.
+// opFree(float32Array): frees an op output now (Tensor.dispose): detaches its
+// ArrayBuffer and drops JavaScript's reference to the block (a running op keeps
+// its own). True when the array was an op output still held; any other array is
+// left alone (false).
+Napi::Value OpFree(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    bool freed = false;
+    if (info.Length() >= 1 && info[0].IsTypedArray() &&
+        info[0].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array)
+      freed = js_buffers::take(info[0].As<Napi::Float32Array>()) != nullptr;
+    return Napi::Boolean::New(info.Env(), freed);
+  });
+}
+
+// {objects, bytes}: the live op states (tapes) and the bytes they hold; {blocks,
+// blockBytes}: the op outputs JavaScript still holds (neither disposed nor collected).
 Napi::Value OpMemory(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("objects", double(ops::OpState::live_count()));
   o.Set("bytes", double(ops::OpState::live_bytes()));
+  const auto blocks = js_buffers::registry().live();
+  o.Set("blocks", double(blocks.first));
+  o.Set("blockBytes", double(blocks.second));
   return o;
 }
 
@@ -1026,6 +1096,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("op", Napi::Function::New(env, Op, "op"));
   exports.Set("opSync", Napi::Function::New(env, OpSync, "opSync"));
   exports.Set("opRelease", Napi::Function::New(env, OpRelease, "opRelease"));
+  exports.Set("opFree", Napi::Function::New(env, OpFree, "opFree"));
   exports.Set("opMemory", Napi::Function::New(env, OpMemory, "opMemory"));
   exports.Set("deviceRelease", Napi::Function::New(env, DeviceRelease, "deviceRelease"));
   exports.Set("deviceMemory", Napi::Function::New(env, DeviceMemory, "deviceMemory"));

@@ -309,9 +309,9 @@ Outputs entropy_prune_reweight_cuda(std::vector<Value>& in, const Attrs& attrs) 
   check_finite(chosen.weights.data(), int64_t(chosen.weights.size()), NumericStage::Importance,
                "the weights w", context);
   Outputs out;
-  out.emplace_back("importance", Value::doubles(std::move(imp)));
-  out.emplace_back("selected", Value::ints(std::vector<int32_t>(chosen.sel.begin(), chosen.sel.end())));
-  out.emplace_back("weights", Value::doubles(std::move(chosen.weights)));
+  out.emplace_back("importance", Value::vector(std::move(imp)));
+  out.emplace_back("selected", Value::vector(std::vector<int32_t>(chosen.sel.begin(), chosen.sel.end())));
+  out.emplace_back("weights", Value::vector(std::move(chosen.weights)));
   return out;
 }
 
@@ -484,11 +484,11 @@ Outputs loss_cuda(std::vector<Value>& in, const Attrs& attrs) {
     out.emplace_back(parts[i].first, Value::number(parts[i].second));
     if (std::find(r.skipped.begin(), r.skipped.end(), parts[i].first) != r.skipped.end()) skipped.push_back(i);
   }
-  out.emplace_back("skipped", Value::ints(std::move(skipped)));
+  out.emplace_back("skipped", Value::vector(std::move(skipped)));
   if (grad) out.emplace_back("grad", Value::on_device(std::move(grad)));
   if (!r.importance.empty()) {
-    out.emplace_back("importance", Value::doubles(std::move(r.importance)));
-    out.emplace_back("selected", Value::ints(std::vector<int32_t>(r.selected.begin(), r.selected.end())));
+    out.emplace_back("importance", Value::vector(std::move(r.importance)));
+    out.emplace_back("selected", Value::vector(std::vector<int32_t>(r.selected.begin(), r.selected.end())));
   }
   return out;
 }

@@ -22,7 +22,7 @@ Outputs one(const char* name, Value v) {
 Outputs activation(std::vector<Value>& in, const std::string& op, float slope) {
   Value& x = any_tensor(in, 0, op, "x");
   Value y = Value::tensor(x.dims);
-  nn::leaky_relu(x.count(), slope, x.f32.data(), y.f32.data());
+  nn::leaky_relu(x.count(), slope, x.f32.data(), y.f32.mut());
   return one("y", std::move(y));
 }
 
@@ -31,7 +31,7 @@ Outputs activation_backward(std::vector<Value>& in, const std::string& op, float
   Value& dy = any_tensor(in, 1, op, "dy");
   same_dims(x, dy, op, "x", "dy");
   Value dx = Value::tensor(x.dims);
-  nn::leaky_relu_backward(x.count(), slope, x.f32.data(), dy.f32.data(), dx.f32.data());
+  nn::leaky_relu_backward(x.count(), slope, x.f32.data(), dy.f32.data(), dx.f32.mut());
   return one("dx", std::move(dx));
 }
 
@@ -56,7 +56,7 @@ Outputs add(std::vector<Value>& in, const Attrs& attrs) {
   Value& b = any_tensor(in, 1, op, "b");
   same_dims(a, b, op, "a", "b");
   Value y = Value::tensor(a.dims);
-  nn::add_scaled(a.count(), float(attrs.number("alpha", 1)), a.f32.data(), b.f32.data(), y.f32.data());
+  nn::add_scaled(a.count(), float(attrs.number("alpha", 1)), a.f32.data(), b.f32.data(), y.f32.mut());
   return one("y", std::move(y));
 }
 

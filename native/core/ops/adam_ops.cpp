@@ -1,6 +1,6 @@
 // `adam` (p₀, g₀, m₀, v₀, p₁, … → p₀, m₀, v₀, …): one step of PyTorch's Adam
 // (train/adam.h's adam_update) over every parameter of a model at once.
-// The binding copies inputs, so the op returns the new p, m, v and
+// Inputs are read in place, so the op updates owned copies and returns the new p, m, v;
 // lib/trainer-ops.ts writes them back into the caller's arrays.
 #include <string>
 
@@ -33,7 +33,9 @@ Outputs adam(std::vector<Value>& in, const Attrs& attrs) {
   }
   parallel_for(int64_t(params), [&](int64_t i) {
     Value* q = &in[size_t(i) * 4];
-    adam_update(q[0].count(), q[0].f32.data(), q[2].f32.data(), q[3].f32.data(), q[1].f32.data(), c.lr,
+    // p, m and v are read in place (op.h): the update goes into owned copies, returned as outputs.
+    for (int k : {0, 2, 3}) q[k] = writable(q[k]);
+    adam_update(q[0].count(), q[0].f32.mut(), q[2].f32.mut(), q[3].f32.mut(), q[1].f32.data(), c.lr,
                 c, int64_t(step));
   });
   Outputs out;

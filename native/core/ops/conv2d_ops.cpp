@@ -44,7 +44,7 @@ Outputs conv2d(std::vector<Value>& in, const Attrs& attrs) {
     b = bv.f32.data();
   }
   Value y = Value::tensor({s.B, s.Co, s.Ho(), s.Wo()});
-  nn::conv2d_fast(s, x.f32.data(), w.f32.data(), b, y.f32.data());
+  nn::conv2d_fast(s, x.f32.data(), w.f32.data(), b, y.f32.mut());
   Outputs out;
   out.emplace_back("y", std::move(y));
   return out;
@@ -67,8 +67,8 @@ Outputs conv2d_backward(std::vector<Value>& in, const Attrs& attrs) {
   if (weight_grad) dw = Value::tensor(w.dims);
   if (bias) db = Value::tensor({s.Co});
   nn::conv2d_backward_fast(s, x.f32.data(), w.f32.data(), dy.f32.data(),
-                           input_grad ? dx.f32.data() : nullptr, weight_grad ? dw.f32.data() : nullptr,
-                           bias ? db.f32.data() : nullptr);
+                           input_grad ? dx.f32.mut() : nullptr, weight_grad ? dw.f32.mut() : nullptr,
+                           bias ? db.f32.mut() : nullptr);
   Outputs out;
   if (input_grad) out.emplace_back("dx", std::move(dx));
   if (weight_grad) out.emplace_back("dw", std::move(dw));

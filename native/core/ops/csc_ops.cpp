@@ -5,6 +5,7 @@
 #include "csc.h"
 #include "kernels_fast.h"
 #include "numeric_checks.h"
+#include "parallel.h"
 #include "ops/registry.h"
 
 namespace mghf {
@@ -16,9 +17,7 @@ namespace {
 // outputs: mse, corr, gram, csc = β1·mse + β2·corr + β3·gram, dS (with grad).
 Outputs csc(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "csc";
-  Value& G = tensor_input(in, 0, op, "G", 4);
-  Value& S = tensor_input(in, 1, op, "S", 4);
-  same_dims(G, S, op, "G", "S");
+  auto [G, S] = feature_pair(in, op);
   const int B = int(G.dims[0]), N = int(G.dims[1]);
   const int64_t P = G.dims[2] * G.dims[3];
   Value& sel = input(in, 2, op, "selected");
@@ -34,13 +33,32 @@ Outputs csc(std::vector<Value>& in, const Attrs& attrs) {
   const double beta1 = attrs.number("beta1", 0.1333), beta2 = attrs.number("beta2", 1),
                beta3 = attrs.number("beta3", 0.1333), scale = attrs.number("scale", 1);
   const bool grad = attrs.flag("grad", true);
+  const bool onto = grad && present(in, 4);
   Value dS;
   if (grad) dS = gradient_accumulator(in, 4, S, op);
   static_assert(sizeof(int32_t) == sizeof(int), "selected is passed as int");
-  const CscParts parts =
-      csc_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, P, M,
-                                   reinterpret_cast<const int*>(sel.i32.data()), wts.f64.data(),
-                                   {beta1, beta2, beta3, scale}, grad ? dS.f32.data() : nullptr);
+  const int* selp = reinterpret_cast<const int*>(sel.i32.data());
+  const CscWeights cw{beta1, beta2, beta3, scale};
+  CscParts parts;
+  if (onto) {
+    // Onto a gradient so far: the term's gradient of the kept maps formed alone (zeros, by kept
+    // map, as mghf_loss forms it), then added per element, so chaining the terms through addTo
+    // gives mghf_loss's bits.
+    Buffer<float> kept(size_t(B) * M * size_t(P));
+    kept.zero();
+    parts = csc_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, P, M, selp, wts.f64.data(), cw,
+                                         kept.data(), /*by_kept=*/true);
+    float* d = dS.f32.mut();
+    parallel_for(int64_t(B) * M, [&](int64_t bi) {
+      const int64_t b = bi / M;
+      float* dp = d + (b * N + selp[bi]) * P;
+      const float* kp = kept.data() + bi * P;
+      for (int64_t p = 0; p < P; ++p) dp[p] += kp[p];
+    });
+  } else {
+    parts = csc_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, P, M, selp, wts.f64.data(), cw,
+                                         grad ? dS.f32.mut() : nullptr);
+  }
   // A part whose β is 0 is not computed: 0, as mghf_loss reports it.
   const double mse = beta1 != 0 ? parts.mse : 0, corr = beta2 != 0 ? parts.corr : 0,
                gram = beta3 != 0 ? parts.gram : 0;

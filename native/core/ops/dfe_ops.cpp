@@ -50,7 +50,7 @@ Outputs dfe(std::vector<Value>& in, const Attrs& attrs) {
   Value F = Value::tensor({B, N, H, W});
   std::shared_ptr<DfeTapeState> state;
   if (attrs.flag("tape", true)) state = std::make_shared<DfeTapeState>(wv.weights, B, H, W, range);
-  dfe_forward<float, FastKernels>(w, x.f32.data(), B, H, W, range, F.f32.data(),
+  dfe_forward<float, FastKernels>(w, x.f32.data(), B, H, W, range, F.f32.mut(),
                                   state ? &state->tape : nullptr);
   check_finite(F.f32.data(), F.count(), NumericStage::Features, "the features",
                [&] { return weights_context(w); });
@@ -72,14 +72,14 @@ Outputs dfe_backward_op(std::vector<Value>& in, const Attrs&) {
   Value& tv = input(in, 0, op, "tape");
   auto* tape = tv.kind == Kind::State ? dynamic_cast<DfeTapeState*>(tv.state.get()) : nullptr;
   if (!tape) op_fail(op, "tape must be the tape of a dfe op");
-  Value& dF = tensor_input(in, 1, op, "dF", 4);
+  // dfe_backward uses dF as scratch: the caller's own buffer only when handed over.
+  Value dF = writable(tensor_input(in, 1, op, "dF", 4));
   const DfeWeights<float>& w = *tape->weights;
   const std::vector<int64_t> want = {tape->B, w.arch.channels, tape->H, tape->W};
   if (dF.dims != want) op_fail(op, "dF must have the dims of the features the tape was recorded for", "E_SHAPE");
   Value dx = Value::tensor({tape->B, 3, tape->H, tape->W});
-  // dF is this op's own copy: dfe_backward may use it as scratch.
-  dfe_backward<float, FastKernels>(w, tape->tape, dF.f32.data(), tape->B, tape->H, tape->W,
-                                   tape->range, dx.f32.data());
+  dfe_backward<float, FastKernels>(w, tape->tape, dF.f32.mut(), tape->B, tape->H, tape->W,
+                                   tape->range, dx.f32.mut());
   check_finite(dx.f32.data(), dx.count(), NumericStage::DfeBackward, "the gradient",
                [&] { return weights_context(w); });
   Outputs out;

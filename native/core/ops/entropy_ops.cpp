@@ -15,9 +15,7 @@ namespace {
 // outputs: importance (Float64 [B·N]), selected (Int32 [B·M]), weights (Float64 [B·M]).
 Outputs entropy_prune_reweight(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "entropyPruneReweight";
-  Value& G = tensor_input(in, 0, op, "G", 4);
-  Value& S = tensor_input(in, 1, op, "S", 4);
-  same_dims(G, S, op, "G", "S");
+  auto [G, S] = feature_pair(in, op);
   const int B = int(G.dims[0]), N = int(G.dims[1]);
   const int64_t P = G.dims[2] * G.dims[3];
   const int M = attrs.integer("M", 64, 1, N);
@@ -41,9 +39,9 @@ Outputs entropy_prune_reweight(std::vector<Value>& in, const Attrs& attrs) {
   check_finite(chosen.weights.data(), int64_t(chosen.weights.size()), NumericStage::Importance,
                "the weights w", context);
   Outputs out;
-  out.emplace_back("importance", Value::doubles(std::move(imp)));
-  out.emplace_back("selected", Value::ints(std::vector<int32_t>(chosen.sel.begin(), chosen.sel.end())));
-  out.emplace_back("weights", Value::doubles(std::move(chosen.weights)));
+  out.emplace_back("importance", Value::vector(std::move(imp)));
+  out.emplace_back("selected", Value::vector(std::vector<int32_t>(chosen.sel.begin(), chosen.sel.end())));
+  out.emplace_back("weights", Value::vector(std::move(chosen.weights)));
   return out;
 }
 

@@ -1,6 +1,8 @@
-// SPEC §6 as an op: `lip` (G, S [, dS] → lip, dS), the Sinkhorn-modulated
-// PatchNCE over every map (monce), the lip_loss the loss runs, its gradient
-// added into a copy of the gradient so far.
+// SPEC §6 as an op: `monce` (alias `lip`; G, S [, dS] → lip, dS), the
+// Sinkhorn-modulated PatchNCE over every map, the lip_loss the loss runs, its
+// gradient added into the gradient so far (a copy, or the handed-over buffer).
+#include <functional>
+
 #include "kernels_fast.h"
 #include "lip.h"
 #include "numeric_checks.h"
@@ -14,9 +16,7 @@ namespace {
 // sinkhornGrad, scale (∂L/∂L_lip), grad. outputs: lip, dS (with grad).
 Outputs lip(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "lip";
-  Value& G = tensor_input(in, 0, op, "G", 4);
-  Value& S = tensor_input(in, 1, op, "S", 4);
-  same_dims(G, S, op, "G", "S");
+  auto [G, S] = feature_pair(in, op);
   const int B = int(G.dims[0]), N = int(G.dims[1]), H = int(G.dims[2]), W = int(G.dims[3]);
   LipOptions o;
   o.patch = attrs.integer("patch", 32, 1, 256);
@@ -30,10 +30,24 @@ Outputs lip(std::vector<Value>& in, const Attrs& attrs) {
   if (H < o.patch || W < o.patch) op_fail(op, "the maps must be at least patch×patch", "E_TOO_SMALL");
   const double scale = attrs.number("scale", 1);
   const bool grad = attrs.flag("grad", true);
+  const bool onto = grad && present(in, 2);
   Value dS;
   if (grad) dS = gradient_accumulator(in, 2, S, op);
-  const double value = lip_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, H, W, o, scale,
-                                                    grad ? dS.f32.data() : nullptr);
+  double value;
+  if (onto) {
+    // Onto a gradient so far: each map's term gradient is formed alone, then added per element
+    // (mghf_loss's assemble step), so chaining the terms through addTo gives its bits.
+    float* d = dS.f32.mut();
+    const int64_t plane = int64_t(H) * W;
+    const std::function<void(int64_t, const float*)> add = [d, plane](int64_t bk, const float* g) {
+      float* dp = d + bk * plane;
+      for (int64_t p = 0; p < plane; ++p) dp[p] += g[p];
+    };
+    value = lip_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, H, W, o, scale, nullptr, &add);
+  } else {
+    value = lip_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, H, W, o, scale,
+                                         grad ? dS.f32.mut() : nullptr);
+  }
   NumericContext ctx;
   ctx.tau = o.monce.tau;
   ctx.eps_ot = o.monce.eps_ot;
@@ -50,7 +64,10 @@ Outputs lip(std::vector<Value>& in, const Attrs& attrs) {
 
 }  // namespace
 
-void register_lip_ops(std::vector<OpInfo>& list) { list.push_back({"lip", lip}); }
+void register_lip_ops(std::vector<OpInfo>& list) {
+  list.push_back({"monce", lip});
+  list.push_back({"lip", lip});  // the first slice's name, kept
+}
 
 }  // namespace ops
 }  // namespace mghf

@@ -46,7 +46,7 @@ Outputs nothing_to_compute(const Value& sr, bool grad) {
   Outputs out;
   out.emplace_back("loss", Value::number(0));
   for (const char* part : {"n", "mse", "corr", "gram", "csc", "lip"}) out.emplace_back(part, Value::number(0));
-  out.emplace_back("skipped", Value::ints({0, 1, 2, 3, 4, 5}));
+  out.emplace_back("skipped", Value::vector(std::vector<int32_t>{0, 1, 2, 3, 4, 5}));
   if (grad) {
     Attrs z;
     z.set("scale", number(0));
@@ -136,7 +136,7 @@ Outputs compose_mghf_loss(std::vector<Value>& in, const Attrs& attrs) {
     e.set("alpha", number(o.alpha));
     e.set("gamma", number(o.gamma));
     Value chosen;
-    if (!o.selected.empty()) chosen = Value::ints(std::vector<int32_t>(o.selected.begin(), o.selected.end()));
+    if (!o.selected.empty()) chosen = Value::vector(std::vector<int32_t>(o.selected.begin(), o.selected.end()));
     Outputs sel = run("entropyPruneReweight", {G, S, chosen}, e);
     Attrs c = term(plan.g2);
     c.set("beta1", number(plan.b1 ? o.beta1 : 0));
@@ -180,14 +180,14 @@ Outputs compose_mghf_loss(std::vector<Value>& in, const Attrs& attrs) {
     if (std::find(plan.skipped.begin(), plan.skipped.end(), parts[i].first) != plan.skipped.end())
       skipped.push_back(i);
   }
-  out.emplace_back("skipped", Value::ints(std::move(skipped)));
+  out.emplace_back("skipped", Value::vector(std::move(skipped)));
   if (o.grad) {
     Outputs dx = run("dfeBackward", {output(s, "tape"), dS}, Attrs());
     out.emplace_back("grad", output(dx, "dx"));
   }
   if (!importance.empty()) {
-    out.emplace_back("importance", Value::doubles(std::move(importance)));
-    out.emplace_back("selected", Value::ints(std::move(selected)));
+    out.emplace_back("importance", Value::vector(std::move(importance)));
+    out.emplace_back("selected", Value::vector(std::move(selected)));
   }
   return out;
 }

@@ -16,7 +16,7 @@ Outputs pixel_loss(std::vector<Value>& in, const Attrs& attrs, const std::string
   const bool grad = attrs.flag("grad", true);
   Value dx;
   if (grad) dx = Value::tensor(x.dims);
-  const double value = loss(x.count(), x.f32.data(), y.f32.data(), grad ? dx.f32.data() : nullptr);
+  const double value = loss(x.count(), x.f32.data(), y.f32.data(), grad ? dx.f32.mut() : nullptr);
   Outputs out;
   out.emplace_back("loss", Value::number(value));
   if (grad) out.emplace_back("dx", std::move(dx));

@@ -11,9 +11,7 @@ namespace {
 // inputs: G, S [B, N, H, W], dS (optional). attrs: scale (∂L/∂L_n), grad. outputs: n, dS (with grad).
 Outputs mse_term(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "mseTerm";
-  Value& G = tensor_input(in, 0, op, "G", 4);
-  Value& S = tensor_input(in, 1, op, "S", 4);
-  same_dims(G, S, op, "G", "S");
+  auto [G, S] = feature_pair(in, op);
   const int64_t count = G.count();
   const double scale = attrs.number("scale", 1);
   const bool grad = attrs.flag("grad", true);
@@ -27,7 +25,7 @@ Outputs mse_term(std::vector<Value>& in, const Attrs& attrs) {
   if (grad) {
     Value dS = gradient_accumulator(in, 2, S, op);
     const float k = float(scale * 2.0 / double(count));
-    float* d = dS.f32.data();
+    float* d = dS.f32.mut();
     const float* Sp = S.f32.data();
     const float* Gp = G.f32.data();
     detail::elementwise(count, [&](int64_t i) { d[i] += (Sp[i] - Gp[i]) * k; });

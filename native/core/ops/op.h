@@ -5,15 +5,19 @@
 // same core functions the loss uses, so a composition of ops computes what
 // mghf_loss computes.
 //
-// Host values own their data: an op may use an input host buffer as scratch
-// (the binding copies every host input before the work starts). Device
-// tensors (Kind::Device) are shared, never copied: an op must not write them.
+// Tensor inputs are read in place, not copied (F32Data): an op that writes
+// into an input declares it by taking it through writable(), which copies
+// unless the caller handed that buffer over (the consumed `addTo` of
+// lib/ops.ts).
+// Device tensors (Kind::Device) are shared, never copied: an op must not write them.
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -57,10 +61,65 @@ class OpState {
 
 enum class Kind { None, F32, I32, F64, Scalar, State, Weights, Device };
 
+// A float32 tensor's storage. Owned storage (an op's outputs; an input the
+// caller handed over) may be written through mut(); borrowed storage (a
+// JavaScript array read in place, or a buffer JavaScript shares) is read-only,
+// so an op can only write into what it owns: writes into an input go through
+// writable(), which copies borrowed storage first. `shared()` is the buffer's
+// owner when there is one (null for a bare view of memory the caller keeps
+// alive): the binding hands owned buffers to JavaScript without a copy and
+// keeps a shared one alive while an async op reads it.
+class F32Data {
+ public:
+  const float* data() const { return p_; }
+  size_t size() const { return n_; }
+  bool owned() const { return owned_; }
+  float* mut() {
+    if (!owned_) throw Error("E_NATIVE", "internal error: an op wrote into a read-only input");
+    return p_;
+  }
+  void zero() {
+    if (n_) std::memset(static_cast<void*>(mut()), 0, n_ * sizeof(float));
+  }
+  const std::shared_ptr<Buffer<float>>& shared() const { return buf_; }
+
+  // Fresh owned storage of n floats (contents unspecified).
+  static F32Data allocate(size_t n) { return own(std::make_shared<Buffer<float>>(n)); }
+  // Owned storage over a buffer nobody else writes or reads any more.
+  static F32Data own(std::shared_ptr<Buffer<float>> b) {
+    F32Data d;
+    d.p_ = b->data();
+    d.n_ = b->size();
+    d.owned_ = true;
+    d.buf_ = std::move(b);
+    return d;
+  }
+  // Read-only storage over n floats at p, kept alive by `keep` (or by the caller when null).
+  static F32Data view(const float* p, size_t n, std::shared_ptr<Buffer<float>> keep = nullptr) {
+    F32Data d;
+    d.p_ = const_cast<float*>(p);  // written only through mut(), which refuses a view
+    d.n_ = n;
+    d.buf_ = std::move(keep);
+    return d;
+  }
+  // An owned copy.
+  F32Data copy() const {
+    F32Data d = allocate(n_);
+    if (n_) std::memcpy(d.p_, p_, n_ * sizeof(float));
+    return d;
+  }
+
+ private:
+  std::shared_ptr<Buffer<float>> buf_;
+  float* p_ = nullptr;
+  size_t n_ = 0;
+  bool owned_ = false;
+};
+
 struct Value {
   Kind kind = Kind::None;
   std::vector<int64_t> dims;  // F32: the tensor's dims; I32/F64: {length}
-  Buffer<float> f32;
+  F32Data f32;
   std::vector<int32_t> i32;
   std::vector<double> f64;
   double scalar = 0;
@@ -73,11 +132,12 @@ struct Value {
     for (int64_t d : dims) n *= d;
     return n;
   }
+  // A new owned tensor (contents unspecified: the op writes every element).
   static Value tensor(std::vector<int64_t> dims) {
     Value v;
     v.kind = Kind::F32;
     v.dims = std::move(dims);
-    v.f32.resize(size_t(v.count()));
+    v.f32 = F32Data::allocate(size_t(v.count()));
     return v;
   }
   static Value on_device(std::shared_ptr<DeviceTensor> t) {
@@ -93,18 +153,19 @@ struct Value {
     v.scalar = x;
     return v;
   }
-  static Value ints(std::vector<int32_t> x) {
+  // An index (Int32) or weight (Float64) vector.
+  template <class T>
+  static Value vector(std::vector<T> x) {
+    static_assert(std::is_same_v<T, int32_t> || std::is_same_v<T, double>, "Int32 or Float64 only");
     Value v;
-    v.kind = Kind::I32;
     v.dims = {int64_t(x.size())};
-    v.i32 = std::move(x);
-    return v;
-  }
-  static Value doubles(std::vector<double> x) {
-    Value v;
-    v.kind = Kind::F64;
-    v.dims = {int64_t(x.size())};
-    v.f64 = std::move(x);
+    if constexpr (std::is_same_v<T, int32_t>) {
+      v.kind = Kind::I32;
+      v.i32 = std::move(x);
+    } else {
+      v.kind = Kind::F64;
+      v.f64 = std::move(x);
+    }
     return v;
   }
 };
@@ -189,8 +250,18 @@ inline void same_dims(const Value& a, const Value& b, const std::string& op, con
     op_fail(op, std::string(bn) + " must have the dims of " + an, "E_SHAPE");
 }
 
+// An input the op writes into (the dS accumulator, dfeBackward's dF used as
+// scratch): as is when the caller handed its buffer over (the binding then
+// gives it to the op as owned: `consume` in lib/ops.ts), else an owned copy, so
+// a caller's array is never changed behind its back.
+inline Value writable(Value& v) {
+  Value w = std::move(v);
+  if (!w.f32.owned()) w.f32 = w.f32.copy();
+  return w;
+}
+
 // The optional accumulator `dS` at input i (the gradient so far, the dims of
-// `like`), or zeros: the op adds its term's gradient into it in place.
+// `like`), or zeros: the op adds its term's gradient into it (writable()).
 inline Value gradient_accumulator(std::vector<Value>& in, size_t i, const Value& like,
                                   const std::string& op) {
   if (!present(in, i)) {
@@ -200,7 +271,19 @@ inline Value gradient_accumulator(std::vector<Value>& in, size_t i, const Value&
   }
   Value& d = tensor_input(in, i, op, "dS", like.dims.size());
   same_dims(like, d, op, "S", "dS");
-  return std::move(d);
+  return writable(d);
+}
+
+// The G, S pair of feature tensors [B, N, H, W] every term op reads first.
+struct FeaturePair {
+  Value& G;
+  Value& S;
+};
+inline FeaturePair feature_pair(std::vector<Value>& in, const std::string& op) {
+  Value& G = tensor_input(in, 0, op, "G", 4);
+  Value& S = tensor_input(in, 1, op, "S", 4);
+  same_dims(G, S, op, "G", "S");
+  return {G, S};
 }
 
 }  // namespace ops

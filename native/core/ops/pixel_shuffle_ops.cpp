@@ -15,7 +15,7 @@ Outputs pixel_shuffle(std::vector<Value>& in, const Attrs& attrs) {
   if (x.dims[1] % (r * r)) op_fail(op, "x's channels must be a multiple of factor²", "E_SHAPE");
   const int B = int(x.dims[0]), C = int(x.dims[1]) / (r * r), H = int(x.dims[2]), W = int(x.dims[3]);
   Value y = Value::tensor({B, C, int64_t(H) * r, int64_t(W) * r});
-  nn::pixel_shuffle_copy(B, C, H, W, r, x.f32.data(), y.f32.data(), false);
+  nn::pixel_shuffle_copy(B, C, H, W, r, x.f32.data(), y.f32.mut(), false);
   Outputs out;
   out.emplace_back("y", std::move(y));
   return out;
@@ -29,7 +29,7 @@ Outputs pixel_shuffle_backward(std::vector<Value>& in, const Attrs& attrs) {
   if (dy.dims[2] % r || dy.dims[3] % r) op_fail(op, "dy's H and W must be multiples of factor", "E_SHAPE");
   const int B = int(dy.dims[0]), C = int(dy.dims[1]), H = int(dy.dims[2]) / r, W = int(dy.dims[3]) / r;
   Value dx = Value::tensor({B, int64_t(C) * r * r, H, W});
-  nn::pixel_shuffle_copy(B, C, H, W, r, dy.f32.data(), dx.f32.data(), true);
+  nn::pixel_shuffle_copy(B, C, H, W, r, dy.f32.data(), dx.f32.mut(), true);
   Outputs out;
   out.emplace_back("dx", std::move(dx));
   return out;

@@ -8,6 +8,7 @@ const std::vector<OpInfo>& table() {
   static const std::vector<OpInfo> list = [] {
     std::vector<OpInfo> l;
     register_dfe_ops(l);
+    register_dfe_piece_ops(l);
     register_entropy_ops(l);
     register_csc_ops(l);
     register_lip_ops(l);

@@ -28,6 +28,7 @@ Outputs run_op(const std::string& name, std::vector<Value>& inputs, const Attrs&
 
 // One per group (dfe_ops.cpp, entropy_ops.cpp, csc_ops.cpp, lip_ops.cpp, n_ops.cpp).
 void register_dfe_ops(std::vector<OpInfo>& list);
+void register_dfe_piece_ops(std::vector<OpInfo>& list);  // normalize, stem, coupling
 void register_entropy_ops(std::vector<OpInfo>& list);
 void register_csc_ops(std::vector<OpInfo>& list);
 void register_lip_ops(std::vector<OpInfo>& list);

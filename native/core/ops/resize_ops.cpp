@@ -27,7 +27,7 @@ Outputs resize(std::vector<Value>& in, const Attrs& attrs) {
   const int outH = attrs.integer("outH", 1, 1, 1 << 20), outW = attrs.integer("outW", 1, 1, 1 << 20);
   const Axes a = axes(int(x.dims[2]), int(x.dims[3]), outH, outW, attrs, op);
   Value y = Value::tensor({x.dims[0], x.dims[1], outH, outW});
-  nn::resize_forward(x.dims[0] * x.dims[1], a.h, a.w, x.f32.data(), y.f32.data());
+  nn::resize_forward(x.dims[0] * x.dims[1], a.h, a.w, x.f32.data(), y.f32.mut());
   Outputs out;
   out.emplace_back("y", std::move(y));
   return out;
@@ -40,7 +40,7 @@ Outputs resize_backward(std::vector<Value>& in, const Attrs& attrs) {
   const int inH = attrs.integer("inH", 1, 1, 1 << 20), inW = attrs.integer("inW", 1, 1, 1 << 20);
   const Axes a = axes(inH, inW, int(dy.dims[2]), int(dy.dims[3]), attrs, op);
   Value dx = Value::tensor({dy.dims[0], dy.dims[1], inH, inW});
-  nn::resize_adjoint(dy.dims[0] * dy.dims[1], a.h, a.w, dy.f32.data(), dx.f32.data());
+  nn::resize_adjoint(dy.dims[0] * dy.dims[1], a.h, a.w, dy.f32.data(), dx.f32.mut());
   Outputs out;
   out.emplace_back("dx", std::move(dx));
   return out;
