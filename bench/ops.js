@@ -147,7 +147,8 @@ function runOps(lib, h, cli) {
     ["mghfLossSync(sr, gt, { device: 'cpu' })", (mw * 1e3).toFixed(1), (Math.min(...tw) * 1e3).toFixed(1), (Math.max(...tw) * 1e3).toFixed(1)],
   ]));
   console.log(`composed / whole = ${(mc / mw).toFixed(3)} (${((mc - mw) * 1e3).toFixed(1)} ms); same loss bits: ${sameLoss}, max |Δgrad| ${maxDiff.toExponential(1)}`);
-  return { ops: out, composition: { composed_ms: mc * 1e3, whole_ms: mw * 1e3, ratio: mc / mw, sameLoss, maxDiff } };
+  const trainerOps = require('./trainer-ops').runTrainerOps(lib, h, cli);
+  return { ops: out, composition: { composed_ms: mc * 1e3, whole_ms: mw * 1e3, ratio: mc / mw, sameLoss, maxDiff }, trainerOps };
 }
 
 module.exports = { runOps, counts };
