@@ -190,7 +190,13 @@ t.test('pixelShuffle is PyTorch\'s, and its backward the inverse permutation', a
   const back = await ops.pixelShuffleBackward(y, r);
   t.same(Array.from(back.data), Array.from(x.data), 'round trip');
   const dy = randomTensor(y.dims as number[]);
-  t.ok(Math.abs(dot(y.data, dy.data) - dot(x.data, ops.pixelShuffleBackwardSync(dy, r).data)) < 1e-9, '<Px, dy> = <x, Pᵀdy>');
+  const back2 = ops.pixelShuffleBackwardSync(dy, r);
+  t.ok(Math.abs(dot(y.data, dy.data) - dot(x.data, back2.data)) < 1e-9, '<Px, dy> = <x, Pᵀdy>');
+  let worst = 0;
+  for (const i of sampleIndices(x.data.length, 20)) {
+    worst = Math.max(worst, Math.abs(centralDiff(x, i, 1e-2, () => dot(dy.data, ops.pixelShuffleSync(x, r).data)) - back2.data[i]));
+  }
+  t.ok(worst < 1e-4, `pixelShuffleBackward vs central differences: ${worst}`);
 });
 
 // ------------------------------------------------------------------ activations, add
@@ -371,6 +377,12 @@ t.test('resizeBackward is the exact adjoint: <Ax, y> = <x, Aᵀy>', async (t) =>
     const l = dot(Ax.data, y.data);
     const r = dot(x.data, Aty.data);
     t.ok(Math.abs(l - r) < 1e-5 * (1 + Math.abs(l)), `${JSON.stringify(opts)}: ${l} vs ${r}`);
+    let worst = 0;
+    for (const i of sampleIndices(x.data.length, 12)) {
+      const fd = centralDiff(x, i, 1e-2, () => dot(y.data, ops.resizeSync(x, opts).data));
+      worst = Math.max(worst, Math.abs(fd - Aty.data[i]));
+    }
+    t.ok(worst < 1e-3, `${JSON.stringify(opts)} resizeBackward vs central differences: ${worst}`);
   }
 });
 
