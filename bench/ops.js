@@ -167,7 +167,8 @@ function runOps(lib, h, cli) {
   ]));
   console.log(`composed / whole = ${(mc / mw).toFixed(3)} (${((mc - mw) * 1e3).toFixed(1)} ms); summed in JS / whole = ${(ms / mw).toFixed(3)}; ` +
     `same loss bits: ${sameLoss}, max |Δgrad| chained ${maxDiff.toExponential(1)}, summed ${maxDiffSummed.toExponential(1)}`);
-  return { ops: out, composition: { composed_ms: mc * 1e3, whole_ms: mw * 1e3, summed_ms: ms * 1e3, ratio: mc / mw, sameLoss, maxDiff, maxDiffSummed } };
+  const trainerOps = require('./trainer-ops').runTrainerOps(lib, h, cli);
+  return { ops: out, composition: { composed_ms: mc * 1e3, whole_ms: mw * 1e3, summed_ms: ms * 1e3, ratio: mc / mw, sameLoss, maxDiff, maxDiffSummed }, trainerOps };
 }
 
 // The emulator (tools/cuda-emu) runs kernels 10^3–10^5 times slower: timing it says nothing.

@@ -164,7 +164,7 @@ if [[ ${STATUS[configure]} == FAILED* || ${STATUS[configure]} == TIMEOUT* ]]; th
 # The tests first, the bench apart: a bench that does not build leaves the tests standing.
 # Every executable ctest runs: a test whose binary is missing reports "Not Run" and fails ctest.
 run_step build_tests 240 cmake --build "$BUILD" -j "$JOBS" --target mghf_core_tests mghf_train_tests \
-  mghf_cuda_tests mghf_cuda_train_tests
+  mghf_nn_tests mghf_cuda_tests mghf_cuda_train_tests mghf_cuda_trainer_ops_tests
 if [[ ${STATUS[build_tests]} == FAILED* || ${STATUS[build_tests]} == TIMEOUT* ]]; then mark_test_failure; fi
 run_step build_bench 90 cmake --build "$BUILD" -j "$JOBS" --target mghf_bench_cuda mghf_bench_train
 
@@ -173,7 +173,7 @@ run_step ctest 150 ctest --test-dir "$BUILD" --output-on-failure --timeout 120
 if [[ $DRY_RUN == 0 ]]; then
   if [[ ${STATUS[ctest]} != ok ]]; then
     mark_test_failure
-  elif grep -Eq 'cuda_(train_)?parity .*(Skipped|Not Run)' "${LOGS[ctest]}"; then
+  elif grep -Eq 'cuda_(train_|trainer_ops_)?parity .*(Skipped|Not Run)' "${LOGS[ctest]}"; then
     STATUS[ctest]="FAILED (a CUDA parity test was skipped: no usable GPU, see log)"
     mark_test_failure
   fi

@@ -9,5 +9,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="${1:-$ROOT/build-emu-asan}"
 cmake -S "$ROOT" -B "$OUT" -DCMAKE_BUILD_TYPE=Release -DMGHF_CUDA_EMU_SANITIZER=address >/dev/null
-cmake --build "$OUT" -j "${JOBS:-2}" --target mghf_cuda_tests_emu mghf_cuda_train_tests_emu
+cmake --build "$OUT" -j "${JOBS:-2}" --target mghf_cuda_tests_emu mghf_cuda_train_tests_emu mghf_cuda_trainer_ops_tests_emu
 ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=0}" ctest --test-dir "$OUT" -R 'parity_emu' --output-on-failure

@@ -55,7 +55,8 @@ void resize_forward(int64_t planes, const nn::ResizeAxis& ah, const nn::ResizeAx
 void resize_adjoint(int64_t planes, const nn::ResizeAxis& ah, const nn::ResizeAxis& aw,
                     const float* dy, float* dx, ResizeTables& tables, cudaStream_t stream);
 
-// train/adam.h's adam_update on n parameters (the step-th, 1-based).
+// train/adam.h's adam_update on n parameters (the step-th, 1-based), float
+// gradients (train_kernels.h's adam_update takes the trainer's double ones).
 void adam_step(int64_t n, float* p, float* m, float* v, const float* g, double lr, double beta1,
                double beta2, double eps, int64_t step, cudaStream_t stream);
 
