@@ -16,9 +16,11 @@
 #include "../numeric_checks.h"
 #include "../ops/loss_ops.h"
 #include "../ops/registry.h"
+#include "../ops/trainer_ops.h"
 #include "cuda_backend.h"
 #include "cuda_check.h"
 #include "cuda_mghfc.h"
+#include "cuda_op_support.h"
 #include "device_buffer.h"
 #include "dfe_kernels.h"
 
@@ -27,64 +29,6 @@ namespace ops {
 namespace {
 
 using cuda::DeviceScope;
-
-// A device tensor's memory: one DeviceBuffer from the device's cache.
-class CudaTensor final : public DeviceTensor {
- public:
-  CudaTensor(int device, std::vector<int64_t> dims) : DeviceTensor(device, std::move(dims)) {
-    buf_.resize(size_t(count()));
-  }
-  float* data() override { return buf_.data(); }
-
- private:
-  cuda::DeviceBuffer<float> buf_;
-};
-
-// The caller holds a DeviceScope for `device`.
-std::shared_ptr<DeviceTensor> new_tensor(int device, std::vector<int64_t> dims) {
-  return std::make_shared<CudaTensor>(device, std::move(dims));
-}
-
-// The call's own stream; destroying it drains it (first, as it is declared
-// after every buffer the call uses), on the error paths too.
-class Stream {
- public:
-  Stream() { MGHF_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
-  ~Stream() {
-    (void)cudaStreamSynchronize(s_);
-    (void)cudaStreamDestroy(s_);
-    (void)cudaGetLastError();
-  }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-  operator cudaStream_t() const { return s_; }
-  void sync() { MGHF_CUDA_CHECK(cudaStreamSynchronize(s_)); }
-
- private:
-  cudaStream_t s_ = nullptr;
-};
-
-void require_cuda(int device, const std::string& op) {
-  const CudaStatus st = cuda_status(device);
-  if (!st.available) throw Error("E_UNSUPPORTED", op + ": CUDA is not usable: " + st.reason);
-}
-
-// A device float32 tensor with `rank` dims at input i (run_op has checked that
-// every tensor input is on one device).
-DeviceTensor& device_input(std::vector<Value>& in, size_t i, const std::string& op, const char* name,
-                           size_t rank) {
-  Value& v = input(in, i, op, name);
-  if (v.kind != Kind::Device || !v.device)
-    op_fail(op, std::string(name) + " must be a CUDA tensor", "E_DEVICE");
-  if (v.device->dims().size() != rank)
-    op_fail(op, std::string(name) + " must have " + std::to_string(rank) + " dims", "E_SHAPE");
-  return *v.device;
-}
-
-void same_dims(const DeviceTensor& a, const DeviceTensor& b, const std::string& op, const char* an,
-               const char* bn) {
-  if (a.dims() != b.dims()) op_fail(op, std::string(bn) + " must have the dims of " + an, "E_SHAPE");
-}
 
 void copy_device(float* to, const float* from, int64_t n, cudaStream_t stream) {
   if (n) MGHF_CUDA_CHECK(cudaMemcpyAsync(to, from, size_t(n) * sizeof(float), cudaMemcpyDeviceToDevice, stream));
@@ -169,7 +113,7 @@ Outputs to_host(std::vector<Value>& in, const Attrs&) {
   {
     Stream stream;
     if (y.count())
-      MGHF_CUDA_CHECK(cudaMemcpyAsync(y.f32.data(), x.device->data(), size_t(y.count()) * sizeof(float),
+      MGHF_CUDA_CHECK(cudaMemcpyAsync(y.f32.mut(), x.device->data(), size_t(y.count()) * sizeof(float),
                                       cudaMemcpyDeviceToHost, stream));
     stream.sync();
   }
@@ -493,15 +437,6 @@ Outputs loss_cuda(std::vector<Value>& in, const Attrs& attrs) {
   return out;
 }
 
-void set_cuda(std::vector<OpInfo>& list, const char* name, OpFn fn) {
-  for (OpInfo& op : list)
-    if (std::string(op.name) == name) {
-      op.cuda = fn;
-      return;
-    }
-  throw Error("E_NATIVE", std::string("no op ") + name + " to give a CUDA implementation");
-}
-
 }  // namespace
 
 void register_cuda_ops(std::vector<OpInfo>& list) {
@@ -514,6 +449,7 @@ void register_cuda_ops(std::vector<OpInfo>& list) {
   list.push_back({"toDevice", to_device, to_device});
   list.push_back({"toHost", nullptr, to_host});
   list.push_back({"mghfLoss", nullptr, loss_cuda});
+  register_cuda_trainer_ops(list);
 }
 
 }  // namespace ops

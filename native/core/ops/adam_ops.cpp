@@ -10,6 +10,20 @@
 
 namespace mghf {
 namespace ops {
+
+// attrs: lr, beta1, beta2, eps, step (≥ 1, the step being taken).
+AdamConfig adam_config(const Attrs& attrs, const std::string& op, int64_t* step) {
+  AdamConfig c;
+  c.lr = attrs.number("lr", 1e-3);
+  c.beta1 = attrs.number("beta1", 0.9);
+  c.beta2 = attrs.number("beta2", 0.999);
+  c.eps = attrs.number("eps", 1e-8);
+  const double s = attrs.number("step", 1);
+  if (!(s >= 1 && s <= 9e15) || s != double(int64_t(s))) op_fail(op, "step must be a positive integer", "E_OPTION");
+  *step = int64_t(s);
+  return c;
+}
+
 namespace {
 
 // inputs: 4 per parameter (p, g, m, v, any equal dims). attrs: lr, beta1, beta2, eps, step (≥ 1,
@@ -17,14 +31,8 @@ namespace {
 Outputs adam(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "adam";
   if (in.empty() || in.size() % 4) op_fail(op, "inputs must be (p, g, m, v) per parameter");
-  AdamConfig c;
-  c.lr = attrs.number("lr", 1e-3);
-  c.beta1 = attrs.number("beta1", 0.9);
-  c.beta2 = attrs.number("beta2", 0.999);
-  c.eps = attrs.number("eps", 1e-8);
-  const double step = attrs.number("step", 1);
-  if (!(step >= 1 && step <= 9e15) || step != double(int64_t(step)))
-    op_fail(op, "step must be a positive integer", "E_OPTION");
+  int64_t step = 0;
+  const AdamConfig c = adam_config(attrs, op, &step);
   const size_t params = in.size() / 4;
   for (size_t i = 0; i < in.size(); ++i) {
     const Value& v = input(in, i, op, "a tensor");
@@ -36,7 +44,7 @@ Outputs adam(std::vector<Value>& in, const Attrs& attrs) {
     // p, m and v are read in place (op.h): the update goes into owned copies, returned as outputs.
     for (int k : {0, 2, 3}) q[k] = writable(q[k]);
     adam_update(q[0].count(), q[0].f32.mut(), q[2].f32.mut(), q[3].f32.mut(), q[1].f32.data(), c.lr,
-                c, int64_t(step));
+                c, step);
   });
   Outputs out;
   for (size_t i = 0; i < params; ++i) {

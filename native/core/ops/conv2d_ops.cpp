@@ -5,30 +5,36 @@
 
 namespace mghf {
 namespace ops {
-namespace {
 
 // The shape of a convolution of x [B,Ci,H,W] by w [Co,Ci/groups,k,k] with
 // the attrs stride, padding, groups; E_SHAPE / E_OPTION for what cannot run.
-nn::Conv2dShape conv_shape(const Value& x, const Value& w, const Attrs& attrs, const std::string& op) {
+nn::Conv2dShape conv2d_shape(const std::vector<int64_t>& x, const std::vector<int64_t>& w, const Attrs& attrs,
+                             const std::string& op) {
   nn::Conv2dShape s;
-  s.B = int(x.dims[0]);
-  s.Ci = int(x.dims[1]);
-  s.H = int(x.dims[2]);
-  s.W = int(x.dims[3]);
-  s.Co = int(w.dims[0]);
-  s.k = int(w.dims[2]);
+  s.B = int(x[0]);
+  s.Ci = int(x[1]);
+  s.H = int(x[2]);
+  s.W = int(x[3]);
+  s.Co = int(w[0]);
+  s.k = int(w[2]);
   s.stride = attrs.integer("stride", 1, 1, 2);
   s.groups = attrs.integer("groups", 1, 1, 1 << 24);
   const std::string padding = attrs.text("padding", "zero");
   if (padding != "zero" && padding != "reflect")
     op_fail(op, "padding must be 'zero' or 'reflect'", "E_OPTION");
   s.reflect = padding == "reflect";
-  if (w.dims[3] != s.k || s.k % 2 == 0) op_fail(op, "w must be [Co, Ci/groups, k, k] with k odd", "E_SHAPE");
-  if (s.Ci % s.groups || s.Co % s.groups || w.dims[1] != s.Ci / s.groups)
+  if (w[3] != s.k || s.k % 2 == 0) op_fail(op, "w must be [Co, Ci/groups, k, k] with k odd", "E_SHAPE");
+  if (s.Ci % s.groups || s.Co % s.groups || w[1] != s.Ci / s.groups)
     op_fail(op, "groups must divide Ci and Co, and w.dims[1] must be Ci/groups", "E_SHAPE");
   if (s.reflect && (s.pad() >= s.H || s.pad() >= s.W))
     op_fail(op, "reflect padding needs H and W greater than (k−1)/2", "E_TOO_SMALL");
   return s;
+}
+
+namespace {
+
+nn::Conv2dShape conv_shape(const Value& x, const Value& w, const Attrs& attrs, const std::string& op) {
+  return conv2d_shape(x.dims, w.dims, attrs, op);
 }
 
 // inputs: x [B,Ci,H,W], w [Co,Ci/groups,k,k], b [Co] (optional). attrs: stride, padding, groups.

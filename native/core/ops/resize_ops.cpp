@@ -6,26 +6,23 @@
 
 namespace mghf {
 namespace ops {
-namespace {
-
-struct Axes {
-  nn::ResizeAxis h, w;
-};
 
 // attrs: scaleH, scaleW (> 0) and the sizes of the two sides.
-Axes axes(int inH, int inW, int outH, int outW, const Attrs& attrs, const std::string& op) {
+ResizeAxes resize_axes(int inH, int inW, int outH, int outW, const Attrs& attrs, const std::string& op) {
   const double sh = attrs.number("scaleH", 0), sw = attrs.number("scaleW", 0);
   if (!(sh >= 1.0 / 1024 && sh <= 1024) || !(sw >= 1.0 / 1024 && sw <= 1024))
     op_fail(op, "scaleH and scaleW must be in [1/1024, 1024]", "E_OPTION");
   return {nn::resize_axis(inH, outH, sh), nn::resize_axis(inW, outW, sw)};
 }
 
+namespace {
+
 // inputs: x [B,C,H,W]. attrs: outH, outW, scaleH, scaleW. outputs: y [B,C,outH,outW].
 Outputs resize(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "resize";
   Value& x = tensor_input(in, 0, op, "x", 4);
   const int outH = attrs.integer("outH", 1, 1, 1 << 20), outW = attrs.integer("outW", 1, 1, 1 << 20);
-  const Axes a = axes(int(x.dims[2]), int(x.dims[3]), outH, outW, attrs, op);
+  const ResizeAxes a = resize_axes(int(x.dims[2]), int(x.dims[3]), outH, outW, attrs, op);
   Value y = Value::tensor({x.dims[0], x.dims[1], outH, outW});
   nn::resize_forward(x.dims[0] * x.dims[1], a.h, a.w, x.f32.data(), y.f32.mut());
   Outputs out;
@@ -38,7 +35,7 @@ Outputs resize_backward(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "resizeBackward";
   Value& dy = tensor_input(in, 0, op, "dy", 4);
   const int inH = attrs.integer("inH", 1, 1, 1 << 20), inW = attrs.integer("inW", 1, 1, 1 << 20);
-  const Axes a = axes(inH, inW, int(dy.dims[2]), int(dy.dims[3]), attrs, op);
+  const ResizeAxes a = resize_axes(inH, inW, int(dy.dims[2]), int(dy.dims[3]), attrs, op);
   Value dx = Value::tensor({dy.dims[0], dy.dims[1], inH, inW});
   nn::resize_adjoint(dy.dims[0] * dy.dims[1], a.h, a.w, dy.f32.data(), dx.f32.mut());
   Outputs out;
