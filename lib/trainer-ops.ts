@@ -1,15 +1,17 @@
 // The trainer ops of issue 16: the generic layers a Node SR trainer needs (conv2d, pixel shuffle,
 // ReLU / leaky ReLU, add, the L1 and Charbonnier losses, MATLAB-compatible bicubic resize, Adam),
-// each a forward and a hand-written backward on CPU host tensors. They follow lib/ops.ts's
-// conventions (check here with messages naming the argument, then one call to the binding's
-// generic op entry) and are spread into its frozen `ops` object.
+// each a forward and a hand-written backward, on CPU host tensors or on the tensors of one CUDA
+// device (the registry runs the op's CUDA function; the outputs are on the inputs' device). They
+// follow lib/ops.ts's conventions (check here with messages naming the argument, then one call to
+// the binding's generic op entry; tensors on different devices are E_DEVICE, never copied) and are
+// spread into its frozen `ops` object.
 //
 // This file keeps its own small copy of the call plumbing instead of importing lib/ops.ts, which
 // imports this file: a cycle would leave `ops` without these functions when this module loads first.
 
 import { MghfError, invalidParameterError } from './errors';
 import { type NativeAddon, type NativeOpValue, native, rethrowNative } from './native';
-import { Tensor, type TensorLike } from './tensor';
+import { type DeviceHandle, Tensor, type TensorLike, type TensorLocation } from './tensor';
 import { checkFinite, checkOptions, is } from './validate';
 
 type Attrs = Record<string, number | boolean | string>;
@@ -57,7 +59,13 @@ async function runAsync<R>(c: Call<R>): Promise<R> {
 const made = new WeakSet<Tensor>();
 
 function output(v: NativeOpValue, name: string): Tensor {
-  const t = v as { data?: unknown; dims?: unknown } | undefined;
+  const t = v as { data?: unknown; dims?: unknown; handle?: unknown; device?: unknown } | undefined;
+  if (t && t.handle !== undefined && typeof t.device === 'number' && Array.isArray(t.dims)) {
+    // A device output: the op's new device tensor, freed by dispose() (or when collected).
+    const out = Tensor.fromDevice(t.handle as DeviceHandle, t.dims as number[], t.device);
+    made.add(out);
+    return out;
+  }
   if (!t || !is.float32Array(t.data) || !Array.isArray(t.dims)) throw new MghfError('E_NATIVE', `The native op returned no tensor ${name}`);
   const out = new Tensor(t.data, t.dims as number[]);
   made.add(out);
@@ -69,12 +77,35 @@ function scalar(v: NativeOpValue, name: string): number {
   return v;
 }
 
-/** A finite float32 tensor argument with `rank` dims (any rank when undefined). */
+/**
+ * A float32 tensor argument with `rank` dims (any rank when undefined): a host one is scanned for
+ * non-finite values; a device one is not (its values are not on the host).
+ */
 function tensorArg(v: unknown, name: string, rank?: number, what = ''): Tensor {
   const t = Tensor.from(v as TensorLike, name);
   if (rank !== undefined && t.dims.length !== rank) throw invalidParameterError('E_SHAPE', `${name}.dims`, `${rank} dims${what}`, t.dims, name);
-  if (!made.has(t)) checkFinite(t.data, name, t.dims);
+  if (t.location === 'cpu' && !made.has(t)) checkFinite(t.data, name, t.dims);
   return t;
+}
+
+/**
+ * The one location of a call's tensors, or E_DEVICE naming the first two that differ (lib/ops.ts's
+ * rule: an op never copies between devices).
+ */
+function sameLocation(args: ReadonlyArray<readonly [string, Tensor | undefined]>): TensorLocation {
+  const present = args.filter((a): a is readonly [string, Tensor] => a[1] !== undefined);
+  const [firstName, first] = present[0];
+  for (const [name, t] of present.slice(1)) {
+    if (t.location !== first.location) {
+      throw new MghfError(
+        'E_DEVICE',
+        `Expected ${name} on ${first.location}, where ${firstName} is, but ${name} is on ${t.location}: ` +
+          `ops never copy between devices; move one with t.to('${first.location}') or t.to('${t.location}')`,
+        { argument: name },
+      );
+    }
+  }
+  return first.location;
 }
 
 function sameDims(a: Tensor, aName: string, b: Tensor, bName: string): void {
@@ -98,7 +129,9 @@ function numberOpt(o: Partial<Record<string, unknown>>, key: string, fallback: n
   return v;
 }
 
-const toNative = (t: Tensor): NativeOpValue => ({ data: t.data, dims: [...t.dims] });
+/** A tensor as the op entry takes it: host data and dims, or a device tensor's handle. */
+const toNative = (t: Tensor, name = 'tensor'): NativeOpValue =>
+  (Tensor.deviceHandle(t, name) as NativeOpValue | undefined) ?? { data: t.data, dims: [...t.dims] };
 
 const NCHW = ' [B, C, H, W] (NCHW)';
 
@@ -176,6 +209,7 @@ function prepareConv2d(x: unknown, w: unknown, b: unknown, opts: unknown): Call<
     bT = tensorArg(b, 'b', 1, ' [Co]');
     if (bT.dims[0] !== a.outDims[1]) throw invalidParameterError('E_SHAPE', 'b.dims', `[Co] = [${a.outDims[1]}]`, bT.dims, 'b');
   }
+  sameLocation([['x', a.x], ['w', a.w], ['b', bT]]);
   return { name: 'conv2d', inputs: [toNative(a.x), toNative(a.w), bT ? toNative(bT) : null], attrs: a.attrs, finish: (out) => output(out.y, 'y') };
 }
 
@@ -191,6 +225,7 @@ function prepareConv2dBackward(x: unknown, w: unknown, dy: unknown, opts: unknow
       argument: 'dy',
     });
   }
+  sameLocation([['x', a.x], ['w', a.w], ['dy', dyT]]);
   return {
     name: 'conv2dBackward',
     inputs: [toNative(a.x), toNative(a.w), toNative(dyT)],
@@ -249,6 +284,7 @@ function prepareActivationBackward(name: string, x: unknown, dy: unknown, attrs:
   const xT = tensorArg(x, 'x');
   const d = tensorArg(dy, 'dy');
   sameDims(xT, 'x', d, 'dy');
+  sameLocation([['x', xT], ['dy', d]]);
   return { name, inputs: [toNative(xT), toNative(d)], attrs, finish: (out) => output(out.dx, 'dx') };
 }
 
@@ -257,6 +293,7 @@ function prepareAdd(a: unknown, b: unknown, opts: unknown): Call<Tensor> {
   const aT = tensorArg(a, 'a');
   const bT = tensorArg(b, 'b');
   sameDims(aT, 'a', bT, 'b');
+  sameLocation([['a', aT], ['b', bT]]);
   return { name: 'add', inputs: [toNative(aT), toNative(bT)], attrs: { alpha }, finish: (out) => output(out.y, 'y') };
 }
 
@@ -283,6 +320,7 @@ function preparePixelLoss(name: string, x: unknown, y: unknown, grad: boolean, a
   const xT = tensorArg(x, 'x');
   const yT = tensorArg(y, 'y');
   sameDims(xT, 'x', yT, 'y');
+  sameLocation([['x', xT], ['y', yT]]);
   return {
     name,
     inputs: [toNative(xT), toNative(yT)],
@@ -376,18 +414,23 @@ const ADAM_KEY = Symbol('mghf.AdamState');
 
 /**
  * Adam's moments for a list of parameters (ops.adamState): m and v per parameter (zeros, their
- * dims) and the number of steps taken. ops.adam updates it in place. dispose() frees m and v.
+ * dims, on the parameters' device) and the number of steps taken. ops.adam updates it in place.
+ * dispose() frees m and v.
  */
 export class AdamState {
   readonly m: readonly Tensor[];
   readonly v: readonly Tensor[];
+  /** Where m and v live: the location of the parameters they were made for. */
+  readonly location: TensorLocation;
   /** Steps taken so far (0 before the first ops.adam). */
   step = 0;
 
   /** Made by ops.adamState only. */
-  constructor(key: symbol, dims: readonly (readonly number[])[]) {
+  constructor(key: symbol, dims: readonly (readonly number[])[], location: TensorLocation = 'cpu') {
     if (key !== ADAM_KEY) throw new MghfError('E_ARGUMENT', 'An AdamState is made by ops.adamState, not constructed');
-    const zeros = (d: readonly number[]) => new Tensor(new Float32Array(d.reduce((a, b) => a * b, 1)), d);
+    this.location = location;
+    const opts = location === 'cpu' ? undefined : { device: location };
+    const zeros = (d: readonly number[]) => new Tensor(new Float32Array(d.reduce((a, b) => a * b, 1)), d, opts);
     this.m = Object.freeze(dims.map(zeros));
     this.v = Object.freeze(dims.map(zeros));
   }
@@ -420,9 +463,12 @@ function paramList(v: unknown, name: string): Tensor[] {
 }
 
 function prepareAdamState(params: unknown): AdamState {
+  const p = paramList(params, 'params');
+  const location = sameLocation(p.map((t, i) => [`params[${i}]`, t] as const));
   return new AdamState(
     ADAM_KEY,
-    paramList(params, 'params').map((p) => p.dims),
+    p.map((t) => t.dims),
+    location,
   );
 }
 
@@ -438,19 +484,27 @@ function prepareAdam(params: unknown, grads: unknown, state: unknown, opts: unkn
   if (!(state instanceof AdamState)) throw invalidParameterError('E_ARGUMENT', 'state', 'the AdamState of ops.adamState(params)', state);
   if (state.m.length !== p.length) throw invalidParameterError('E_ARGUMENT', 'state', `the state of ${p.length} parameters`, `one of ${state.m.length}`);
   const inputs: NativeOpValue[] = [];
+  const located: Array<readonly [string, Tensor]> = [];
   p.forEach((pi, i) => {
     sameDims(pi, `params[${i}]`, g[i], `grads[${i}]`);
     const m = tensorArg(state.m[i], `state.m[${i}]`);
     const v = tensorArg(state.v[i], `state.v[${i}]`);
     sameDims(pi, `params[${i}]`, m, `state.m[${i}]`);
+    located.push([`params[${i}]`, pi], [`grads[${i}]`, g[i]], [`state.m[${i}]`, m], [`state.v[${i}]`, v]);
     inputs.push(toNative(pi), toNative(g[i]), toNative(m), toNative(v));
   });
+  const location = sameLocation(located);
   const step = state.step + 1;
   return {
     name: 'adam',
     inputs,
     attrs: { lr, beta1, beta2, eps, step },
     finish: (out) => {
+      // On a device the op updated p, m and v in place: the same device tensors, nothing to copy.
+      if (location !== 'cpu') {
+        state.step = step;
+        return;
+      }
       // In place: the caller's Float32Arrays keep their identity.
       const into = (t: Tensor, key: string) => {
         const d = out[key] as { data?: unknown } | undefined;
@@ -514,9 +568,9 @@ export const trainerOps = {
   /** The exact adjoint of resize: dy → dx of dims opts.inputDims. */
   resizeBackward: async (dy: In, opts: ResizeBackwardOptions): Promise<Tensor> => runAsync(prepareResizeBackward(dy, opts)),
   resizeBackwardSync: (dy: In, opts: ResizeBackwardOptions): Tensor => runSync(prepareResizeBackward(dy, opts)),
-  /** Zero Adam moments for these parameters. */
+  /** Zero Adam moments for these parameters, on their device. */
   adamState: (params: In[]): AdamState => prepareAdamState(params),
-  /** One step of PyTorch's Adam: updates each params[i].data, state.m, state.v in place and state.step. */
+  /** One step of PyTorch's Adam: updates each params[i], state.m, state.v in place (on their device) and state.step. */
   adam: async (params: Tensor[], grads: In[], state: AdamState, opts?: AdamOptions): Promise<void> => runAsync(prepareAdam(params, grads, state, opts)),
   adamSync: (params: Tensor[], grads: In[], state: AdamState, opts?: AdamOptions): void => runSync(prepareAdam(params, grads, state, opts)),
 };
