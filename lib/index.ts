@@ -94,5 +94,5 @@ export {
   type SaveImageOptions,
 } from './image';
 export { type ImageLayout } from './validate';
-export { SrNet, SR_FORMAT, srParameterShapes, type SrNetConfig, type SrTape } from './srnet';
+export { SrNet, SR_FORMAT, srParameterShapes, type SrNetConfig, type SrNetPlacement, type SrTape } from './srnet';
 export { upscaleImage, receptiveRadius, type UpscaleOptions } from './upscale';

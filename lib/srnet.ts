@@ -8,11 +8,13 @@
 //        + bicubic₄(lr)               (the network learns the residual over bicubic)
 //
 // The forward pass keeps what its hand-written backward needs (a tape of tensors); the backward
-// returns one gradient per parameter, in `params` order, for `ops.adam`.
+// returns one gradient per parameter, in `params` order, for `ops.adam`. The parameters live on
+// the CPU or on one CUDA device (create/load with { device }, or net.to(device)); the passes then
+// run where they are, on inputs on that device, and every intermediate stays there.
 import { MghfError } from './errors';
 import { scope, untrack } from './lifetime';
 import { ops } from './ops';
-import { Tensor } from './tensor';
+import { Tensor, type TensorLocation } from './tensor';
 import { readTensorFile } from './tensor-file';
 import { serializeTensors, writeFileAtomic } from './weights';
 
@@ -38,6 +40,14 @@ export interface SrTape {
 }
 
 const SCALE = 4;
+
+/** Where a network's parameters go: 'cpu' (default), 'cuda' or 'cuda:N'. */
+export interface SrNetPlacement {
+  device?: string;
+}
+
+/** How many ½-constants (one per input shape and device) a network keeps for its forward pass. */
+const CONSTANTS_KEPT = 8;
 
 /** Deterministic uniform numbers (mulberry32): the same seed gives the same network everywhere. */
 export function mulberry32(seed: number): () => number {
@@ -79,19 +89,35 @@ export function srParameterShapes(c: SrNetConfig): Array<[string, number[]]> {
 
 export class SrNet {
   readonly config: SrNetConfig;
-  /** Every parameter by name, host tensors updated in place by ops.adam. */
+  /** Every parameter by name, tensors on `location` updated in place by ops.adam. */
   readonly params: ReadonlyMap<string, Tensor>;
+  /** Where the parameters are: 'cpu' or 'cuda:N'. Inputs of forward/upscale must be there too. */
+  readonly location: TensorLocation;
+  /** The ½ subtracted from lr, per input dims and device, made once (a device has no host .data to fill). */
+  #halves = new Map<string, Tensor>();
 
   private constructor(config: SrNetConfig, params: Map<string, Tensor>) {
     this.config = config;
     this.params = params;
+    this.location = params.values().next().value?.location ?? 'cpu';
+  }
+
+  /** A host parameter moved where `placement` says (the host tensor itself when that is the CPU). */
+  static #place(t: Tensor, placement: SrNetPlacement | undefined): Tensor {
+    const device = placement?.device ?? 'cpu';
+    if (device === 'cpu') return keep(t);
+    try {
+      return keep(t.toSync(device));
+    } finally {
+      t.dispose();
+    }
   }
 
   /**
    * A new network: PyTorch's default convolution init (uniform ±1/√fan_in for weights and
    * biases), with the tail scaled by 0.1 so that an untrained network is close to bicubic.
    */
-  static create(config?: Partial<SrNetConfig>, seed = 1): SrNet {
+  static create(config?: Partial<SrNetConfig>, seed = 1, placement?: SrNetPlacement): SrNet {
     const c = checkConfig(config);
     const rand = mulberry32(seed);
     const params = new Map<string, Tensor>();
@@ -102,9 +128,21 @@ export class SrNet {
       const bound = (name.startsWith('tail.') ? 0.1 : 1) / Math.sqrt(fanIn);
       const data = new Float32Array(dims.reduce((a, b) => a * b, 1));
       for (let i = 0; i < data.length; i++) data[i] = (rand() * 2 - 1) * bound;
-      params.set(name, keep(new Tensor(data, dims)));
+      params.set(name, SrNet.#place(new Tensor(data, dims), placement));
     }
     return new SrNet(c, params);
+  }
+
+  /** A copy of this network with its parameters on `device` ('cpu', 'cuda' or 'cuda:N'); this one is unchanged. */
+  async to(device: string): Promise<SrNet> {
+    const params = new Map<string, Tensor>();
+    try {
+      for (const [name, t] of this.params) params.set(name, keep(await t.to(device)));
+    } catch (err) {
+      for (const t of params.values()) t.dispose();
+      throw err;
+    }
+    return new SrNet(this.config, params);
   }
 
   /** Parameters in a fixed order (the order of srParameterShapes). */
@@ -114,14 +152,14 @@ export class SrNet {
 
   parameterCount(): number {
     let n = 0;
-    for (const t of this.params.values()) n += t.data.length;
+    for (const t of this.params.values()) n += t.size;
     return n;
   }
 
   /** Forward pass of lr [B, 3, h, w] in [0, 1] → sr [B, 3, 4h, 4w], and the tape for backward. */
   async forward(lr: Tensor): Promise<{ sr: Tensor; tape: SrTape }> {
     const p = (n: string) => this.params.get(n)!;
-    const lrCentred = await ops.add(lr, constantLike(lr, 0.5), { alpha: -1 });
+    const lrCentred = await ops.add(lr, this.#half(lr), { alpha: -1 });
     const head = await ops.conv2d(lrCentred, p('head.weight'), p('head.bias'));
     const blockIn: Tensor[] = [], mid: Tensor[] = [], act: Tensor[] = [];
     let x = head;
@@ -197,14 +235,15 @@ export class SrNet {
     for (const e of opts.extra ?? []) {
       if (!e.name.startsWith('state.')) throw new MghfError('E_ARGUMENT', `extra tensor names must start with 'state.', got '${e.name}'`, { argument: 'extra' });
     }
-    const entries = srParameterShapes(this.config).map(([name, dims]) => ({ name, dims, data: this.params.get(name)!.data }));
+    const entries = [];
+    for (const [name, dims] of srParameterShapes(this.config)) entries.push({ name, dims, data: await this.params.get(name)!.getData() });
     const metadata = { ...opts.metadata, format: SR_FORMAT, channels: String(this.config.channels), blocks: String(this.config.blocks), scale: String(SCALE) };
     await writeFileAtomic(path, serializeTensors(metadata, [...entries, ...(opts.extra ?? [])]));
   }
 
-  /** Reads a network saved by save(). */
-  static async load(path: string): Promise<SrNet> {
-    return (await SrNet.loadFile(path)).net;
+  /** Reads a network saved by save(), its parameters on `placement.device` (default the CPU). */
+  static async load(path: string, placement?: SrNetPlacement): Promise<SrNet> {
+    return (await SrNet.loadFile(path, placement)).net;
   }
 
   /**
@@ -212,7 +251,7 @@ export class SrNet {
    * naming the file when it is not an mghf-sr safetensors file, when a tensor is missing, unknown
    * or has the wrong dims, or holds a non-finite value.
    */
-  static async loadFile(path: string): Promise<{ net: SrNet; metadata: Record<string, string>; extra: Map<string, { dims: number[]; data: Float32Array }> }> {
+  static async loadFile(path: string, placement?: SrNetPlacement): Promise<{ net: SrNet; metadata: Record<string, string>; extra: Map<string, { dims: number[]; data: Float32Array }> }> {
     const loaded = await readTensorFile(path, 'SR model file');
     const md = loaded.metadata;
     const fail = (msg: string): never => {
@@ -241,12 +280,38 @@ export class SrNet {
       if (!name.startsWith('state.')) fail(`tensor ${name} is not part of a ${config.blocks}-block network`);
       extra.set(name, t);
     }
+    if (placement?.device !== undefined && placement.device !== 'cpu') {
+      // Every tensor checked before any is uploaded: a bad file leaves nothing on the device.
+      for (const [name, t] of params) params.set(name, SrNet.#place(t, placement));
+    }
     return { net: new SrNet(config, params), metadata: md, extra };
   }
 
-  /** Frees the parameters. */
+  /** Frees the parameters (and the constants the forward pass kept). */
   dispose(): void {
     for (const t of this.params.values()) t.dispose();
+    for (const t of this.#halves.values()) t.dispose();
+    this.#halves.clear();
+  }
+
+  /**
+   * A tensor of ½ with lr's dims, on lr's location, kept for the next forward of that shape (a
+   * tiled upscale reuses a handful of tile shapes). The oldest goes once CONSTANTS_KEPT are held.
+   */
+  #half(lr: Tensor): Tensor {
+    const key = `${lr.location} ${lr.dims.join(',')}`;
+    let t = this.#halves.get(key);
+    if (t === undefined || t.disposed) {
+      const fill = new Float32Array(lr.size).fill(0.5);
+      t = keep(new Tensor(fill, lr.dims, lr.location === 'cpu' ? undefined : { device: lr.location }));
+      if (this.#halves.size >= CONSTANTS_KEPT) {
+        const [oldest, old] = this.#halves.entries().next().value!;
+        old.dispose();
+        this.#halves.delete(oldest);
+      }
+      this.#halves.set(key, t);
+    }
+    return t;
   }
 }
 
@@ -254,8 +319,4 @@ export class SrNet {
 function keep(t: Tensor): Tensor {
   untrack(t);
   return t;
-}
-
-function constantLike(t: Tensor, value: number): Tensor {
-  return new Tensor(new Float32Array(t.data.length).fill(value), t.dims);
 }
