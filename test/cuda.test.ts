@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { writeImageFolder } from './helpers/image-folder';
+import { cudaTrainerOpsTests, cudaTrainerOpsUnavailableTests } from './helpers/cuda-trainer-ops';
 import { fixtureNames, imagePair, loadFixture, relativeL2, withinValueTolerance } from './helpers/fixtures';
 
 const info = backendInfo();
@@ -41,6 +42,7 @@ if (!info.cuda.available) {
     }
     await t.rejects(tensor(x, [4]).to('cuda:0'), { code: 'E_UNSUPPORTED' });
   });
+  cudaTrainerOpsUnavailableTests(info.cuda.reason ?? '');
   t.skip(`CUDA parity: ${info.cuda.reason}`);
 } else {
   // The same tests run on a GPU and on tools/cuda-emu (the host emulator, whose device name says
@@ -149,6 +151,7 @@ if (!info.cuda.available) {
   });
 
   cudaOpsTests(emulated);
+  cudaTrainerOpsTests(emulated);
 }
 
 // ---------------------------------------------------------------- ops on CUDA tensors (issue 15)
