@@ -488,6 +488,7 @@ void register_cuda_ops(std::vector<OpInfo>& list) {
   set_cuda(list, "entropyPruneReweight", entropy_prune_reweight_cuda);
   set_cuda(list, "csc", csc_cuda);
   set_cuda(list, "lip", lip_cuda);
+  set_cuda(list, "monce", lip_cuda);  // lib/ops.ts calls the lip op by this name
   set_cuda(list, "mseTerm", mse_term_cuda);
   list.push_back({"toDevice", to_device, to_device});
   list.push_back({"toHost", nullptr, to_host});
