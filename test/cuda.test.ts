@@ -3,7 +3,7 @@
 // Without a usable GPU the whole file is skipped with the reason the native
 // side gives (built without CUDA, no driver, driver too old, no device, …).
 import t, { type Test } from 'tap';
-import { MghfError, Tensor, backendInfo, createWeights, dfeFeaturesSync, memory, mghfLoss, mghfLossSync, ops, scope, tensor } from '../lib/index';
+import { MghfError, Tensor, backendInfo, createWeights, dfeFeaturesSync, memory, mghfLoss, mghfLossSync, ops, scope, tensor, type LossResult } from '../lib/index';
 import { createHeadWeights } from '../lib/checkpoint';
 import { nativeTrainer, pretrain } from '../lib/pretrain';
 import { loadWeights } from '../lib/weights';
@@ -356,8 +356,9 @@ function cudaOpsTests(emulated: boolean): void {
       const srD = sr.toSync('cuda'), gtD = gt.toSync('cuda');
       for (const o of cases) {
         const label = JSON.stringify(o);
-        const dev = mghfLossSync(srD, gtD, { weights, ...o });
-        const host = await mghfLoss(sr, gt, { weights, ...o, device: 'cuda' });
+        // With grad: false these are LossValues; `grad` is read only when o.grad is not false.
+        const dev = mghfLossSync(srD, gtD, { weights, ...o }) as LossResult;
+        const host = (await mghfLoss(sr, gt, { weights, ...o, device: 'cuda' })) as LossResult;
         for (const r of [dev, host]) {
           const where = r === dev ? 'device tensors' : 'host tensors';
           t.same(r.skipped, dev.skipped, `${label}, ${where}: skipped`);
