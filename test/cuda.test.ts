@@ -3,7 +3,7 @@
 // Without a usable GPU the whole file is skipped with the reason the native
 // side gives (built without CUDA, no driver, driver too old, no device, …).
 import t, { type Test } from 'tap';
-import { MghfError, Tensor, backendInfo, createWeights, dfeFeaturesSync, memory, mghfLoss, mghfLossSync, ops, scope, tensor } from '../lib/index';
+import { MghfError, Tensor, backendInfo, createWeights, dfeFeaturesSync, memory, mghfLoss, mghfLossSync, ops, scope, tensor, type LossResult } from '../lib/index';
 import { createHeadWeights } from '../lib/checkpoint';
 import { nativeTrainer, pretrain } from '../lib/pretrain';
 import { loadWeights } from '../lib/weights';
@@ -307,35 +307,92 @@ function cudaOpsTests(emulated: boolean): void {
     });
   });
 
-  t.test('the loss composed from the CUDA ops gives the CUDA backend\'s bits (the start of one written-once loss)', async (t) => {
+  t.test('mghfLoss on CUDA is the composition of the CUDA ops: a chain of ops in TypeScript gives its bits, host and device entry points alike', async (t) => {
+    // The one composition (native/core/ops/loss_ops.cpp) runs dfe, mseTerm, entropyPruneReweight,
+    // csc, lip and dfeBackward, each term's dS added onto the last (addTo) in the order n, csc, lip,
+    // skipping a term whose Γ is 0. The same chain written here from `ops` on device tensors must give
+    // the same loss, parts, selection and gradient bits as mghfLoss on device tensors (the mghfLoss
+    // op) and on host tensors with device: 'cuda' (CudaBackend::loss, which uploads and downloads).
     const { sr, gt } = imagePair([2, 3, 16, 16], 24);
-    const nw = { channels: weights.channels, blocks: weights.blocks, expand: weights.expand, tensors: weights.tensors };
-    const cases: Record<string, number | boolean | string>[] = [
+    type Opts = { variant?: 'n' | 'c'; M?: number; gamma1?: number; gamma2?: number; gamma3?: number; beta3?: number;
+      sinkhornGrad?: boolean; inputRange?: 'unit' | 'symmetric'; returnDetails?: boolean; grad?: boolean;
+      patch?: number; stride?: number; pmax?: number; iters?: number };
+    const cases: Opts[] = [
       { M: 4, ...lipOpts, returnDetails: true },
       { M: 4, ...lipOpts, gamma1: 0, beta3: 0, sinkhornGrad: false, inputRange: 'symmetric' },
       { variant: 'n' },
       { M: 4, gamma3: 0, grad: false },
       { gamma1: 0, gamma2: 0, gamma3: 0 },
     ];
+    const chain = (srD: Tensor, gtD: Tensor, o: Opts) => {
+      const c = (o.variant ?? 'c') === 'c';
+      const g1 = c ? (o.gamma1 ?? 2) : 1, g2 = c ? (o.gamma2 ?? 1.5) : 0, g3 = c ? (o.gamma3 ?? 1e-3) : 0;
+      const inputRange = o.inputRange ?? 'unit';
+      const G = ops.dfeSync(gtD, { weights, inputRange, tape: false }).F;
+      const { F: S, tape } = ops.dfeSync(srD, { weights, inputRange });
+      const parts = { n: 0, mse: 0, corr: 0, gram: 0, csc: 0, lip: 0 };
+      let dS: Tensor | undefined;
+      let selected: Int32Array | undefined;
+      if (g1 !== 0) {
+        const r = ops.mseTermSync(G, S, { scale: g1 });
+        parts.n = r.n;
+        dS = r.dS;
+      }
+      if (g2 !== 0) {
+        const sel = ops.entropyPruneReweightSync(G, S, { M: o.M });
+        const r = ops.cscSync(G, S, sel, { beta3: o.beta3, scale: g2, addTo: dS });
+        Object.assign(parts, { mse: r.mse, corr: r.corr, gram: r.gram, csc: r.csc });
+        dS = r.dS;
+        selected = sel.selected;
+      }
+      if (g3 !== 0) {
+        const { patch, stride, pmax, iters, sinkhornGrad } = o;
+        const r = ops.lipSync(G, S, { patch, stride, pmax, iters, sinkhornGrad, scale: g3, addTo: dS });
+        parts.lip = r.lip;
+        dS = r.dS;
+      }
+      const loss = c ? g1 * parts.n + g2 * parts.csc + g3 * parts.lip : parts.n;
+      const grad = dS && tape ? ops.dfeBackwardSync(tape, dS).getDataSync() : undefined;
+      return { loss, parts, selected, grad };
+    };
     await scope(async () => {
       const srD = sr.toSync('cuda'), gtD = gt.toSync('cuda');
-      const inputs = [Tensor.deviceHandle(srD, 'sr'), Tensor.deviceHandle(gtD, 'gt'), nw, null] as never[];
-      for (const attrs of cases) {
-        const chained = native().opSync!('mghfLoss', inputs, attrs) as Record<string, unknown>;
-        const composed = (await native().op!('mghfLoss', inputs, { ...attrs, composed: true })) as Record<string, unknown>;
-        const label = JSON.stringify(attrs);
-        for (const k of ['loss', 'n', 'mse', 'corr', 'gram', 'csc', 'lip']) t.equal(composed[k], chained[k], `${label}: ${k}`);
-        t.same(composed.skipped, chained.skipped, `${label}: skipped`);
-        t.same(composed.selected, chained.selected, `${label}: selected`);
-        t.same(composed.importance, chained.importance, `${label}: importance`);
-        const grad = (r: Record<string, unknown>) => {
-          const g = r.grad as { handle: never; dims: number[]; device: number } | undefined;
-          return g && Tensor.fromDevice(g.handle, g.dims, g.device).getDataSync();
-        };
-        const a = grad(composed), b = grad(chained);
-        t.ok(a === b || (a !== undefined && b !== undefined && bytes(a).equals(bytes(b))), `${label}: the same gradient bits`);
+      for (const o of cases) {
+        const label = JSON.stringify(o);
+        // With grad: false these are LossValues; `grad` is read only when o.grad is not false.
+        const dev = mghfLossSync(srD, gtD, { weights, ...o }) as LossResult;
+        const host = (await mghfLoss(sr, gt, { weights, ...o, device: 'cuda' })) as LossResult;
+        for (const r of [dev, host]) {
+          const where = r === dev ? 'device tensors' : 'host tensors';
+          t.same(r.skipped, dev.skipped, `${label}, ${where}: skipped`);
+          if (o.returnDetails) t.same(r.selected, dev.selected, `${label}, ${where}: selected`);
+        }
+        t.equal(host.loss, dev.loss, `${label}: host and device entry points, the same loss`);
+        t.same(host.parts, dev.parts, `${label}: and the same parts`);
+        if (o.grad === false) {
+          t.notOk('grad' in dev || 'grad' in host, `${label}: no gradient`);
+        } else {
+          const a = dev.grad.getDataSync(), b = host.grad.data;
+          t.ok(bytes(a).equals(bytes(b)), `${label}: host and device entry points, the same gradient bits`);
+        }
+        const want = chain(srD, gtD, o);
+        t.equal(dev.loss, want.loss, `${label}: loss ${dev.loss} is the ops chain's ${want.loss}`);
+        t.same(dev.parts, want.parts, `${label}: the parts are the chain's`);
+        if (o.returnDetails) t.same(dev.selected?.flat(), Array.from(want.selected ?? []), `${label}: the chain's selection`);
+        if (o.grad !== false && want.grad) {
+          t.ok(bytes(dev.grad.getDataSync()).equals(bytes(want.grad)), `${label}: the chain's gradient bits`);
+        }
+        if (o.grad !== false && !want.grad) {
+          t.ok(dev.grad.getDataSync().every((v) => v === 0), `${label}: every term off, a zero gradient`);
+        }
       }
     });
+    // profile on host tensors: the composition laps mghf_loss's stages, in its order.
+    const o = { weights, M: 4, ...lipOpts, profile: true };
+    const cuda = mghfLossSync(sr, gt, { ...o, device: 'cuda' });
+    const cpu = mghfLossSync(sr, gt, { ...o, device: 'cpu' });
+    t.same(Object.keys(cuda.timings ?? {}), Object.keys(cpu.timings ?? {}), 'profile: the CPU backend\'s stage names');
+    t.ok(Object.values(cuda.timings ?? {}).every((ms) => ms >= 0), 'and times that are not negative');
   });
 
   t.test('mghfLoss on device tensors: mixed devices and options that cannot apply are typed errors', async (t) => {

@@ -148,6 +148,12 @@ NumericContext numeric_context(const LossOptions& o, const DfeWeights<T>& w) {
   return c;
 }
 
+// The CPU backend's loss. Its stages are the very functions the CPU ops call
+// (ops/*_ops.cpp), so the loss composed from the ops (ops/loss_ops.h's
+// compose_loss, the CUDA backend's only loss) gives its bits on the CPU
+// (test/loss-composed.test.ts); it stays fused here because it writes ∂L/∂S over
+// S map by map after LIP's last read of that map, which a chain of separate ops
+// cannot (the composition's peak is one N-map tensor higher: README "Layout").
 // Every stage's output is scanned for NaN/±Inf before the next stage reads it
 // (E_NUMERIC names the first stage that produced one), and the cancel flag is
 // checked between stages (E_ABORTED).

@@ -19,14 +19,9 @@ struct CudaStatus {
 CudaStatus cuda_status(int device = 0);
 
 // The backend on `device`; throws Error("E_UNSUPPORTED", reason) when CUDA is
-// unusable. Built without CUDA, reason says so.
+// unusable. Built without CUDA, reason says so. Its loss is the composition of the
+// ops (ops/loss_ops.h's compose_loss), the one place the loss is assembled for CUDA;
+// the mghfLoss op on device tensors (ops_cuda.cu) calls that composition directly.
 Backend& cuda_backend(int device = 0);
-
-// CudaBackend::loss on device tensors of `device` (issue 15 item 3): sr, gt [B, 3, H, W] and
-// grad (∂L/∂sr, written when opt.grad) are device pointers; the result's grad stays empty.
-// E_UNSUPPORTED as cuda_backend() when CUDA is not usable.
-LossResult<float> cuda_loss_on_device(int device, const DfeWeights<float>& w, const float* sr,
-                                      const float* gt, float* grad, const Shape& s,
-                                      const LossOptions& opt);
 
 }  // namespace mghf

@@ -1,6 +1,7 @@
 // The CUDA entry points of a build without CUDA (binding.gyp's install-time
 // build, or CMake with MGHF_CUDA=OFF): CUDA is reported unavailable, with why.
 #include "../error.h"
+#include "../ops/loss_ops.h"
 #include "../ops/registry.h"
 #include "cuda_backend.h"
 #include "cuda_trainer.h"
@@ -15,11 +16,6 @@ CudaStatus cuda_status(int) {
 
 Backend& cuda_backend(int) { throw Error("E_UNSUPPORTED", cuda_status(0).reason); }
 
-LossResult<float> cuda_loss_on_device(int, const DfeWeights<float>&, const float*, const float*,
-                                      float*, const Shape&, const LossOptions&) {
-  throw Error("E_UNSUPPORTED", cuda_status(0).reason);
-}
-
 std::unique_ptr<CudaTrainer> make_cuda_trainer(int, DfeWeights<float>, HeadWeights<float>,
                                                const TrainConfig&) {
   throw Error("E_UNSUPPORTED", cuda_status(0).reason);
@@ -32,9 +28,11 @@ Outputs to_device_unsupported(std::vector<Value>&, const Attrs&) {
 }
 }  // namespace
 
-// No CUDA implementations: a CUDA tensor cannot be made, so none reaches an op.
+// No CUDA implementations: a CUDA tensor cannot be made, so none reaches an op. The mghfLoss op
+// on host tensors is the loss composed from the CPU ops (ops/loss_ops.h), as in a CUDA build.
 void register_cuda_ops(std::vector<OpInfo>& list) {
   list.push_back({"toDevice", to_device_unsupported, nullptr});
+  list.push_back({"mghfLoss", compose_mghf_loss, nullptr});
 }
 }  // namespace ops
 

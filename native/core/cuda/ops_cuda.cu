@@ -1,7 +1,7 @@
 // The ops of native/core/ops on CUDA tensors (issue 15, item 2): one function
 // per op, beside the kernels it calls, registered as that op's `cuda`
 // implementation (registry.h picks it when the tensor inputs are on a device).
-// Each runs the same launchers CudaBackend::loss chains (cuda_backend.cu) with
+// Each runs the launchers of cuda_mghfc.h / dfe_kernels.h with
 // the same finiteness checks as the op's CPU function, on its own stream,
 // synchronised before it returns: a later op, a download or a free never races
 // this op's kernels. Outputs are new device tensors; inputs are never written
@@ -170,8 +170,9 @@ Outputs dfe_cuda(std::vector<Value>& in, const Attrs& attrs) {
     cuda::upload(w, state->weights, stream);
     cuda::dfe_forward(state->weights, x.data(), B, H, W, range, F->data(),
                       with_tape ? &state->tape : nullptr, scratch, stream);
-    check_device(F->data(), F->count(), NumericStage::Features, "the features",
-                 [&] { return weights_context(w); }, stream);
+    const char* what = nullptr;
+    const NumericStage stage = features_stage(attrs, &what);
+    check_device(F->data(), F->count(), stage, what, [&] { return weights_context(w); }, stream);
   }
   Outputs out;
   out.emplace_back("F", Value::on_device(std::move(F)));
@@ -219,7 +220,7 @@ Outputs dfe_backward_cuda(std::vector<Value>& in, const Attrs&) {
 // ---------------------------------------------------------------- the terms
 
 // entropy_ops.cpp's op: the importance on the device, the choice on the host
-// (select_channels, as CudaBackend::loss does). Outputs are host vectors.
+// (select_channels, as mghf_loss does). Outputs are host vectors.
 Outputs entropy_prune_reweight_cuda(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "entropyPruneReweight";
   DeviceTensor& G = device_input(in, 0, op, "G", 4);
@@ -329,6 +330,7 @@ Outputs lip_cuda(std::vector<Value>& in, const Attrs& attrs) {
   o.monce.Q = attrs.number("Q", 1);
   o.monce.iters = attrs.integer("iters", 50, 1, 10000);
   o.monce.sinkhorn_grad = attrs.flag("sinkhornGrad", true);
+  o.monce.cancel = ambient_cancel();  // a loss composition's cancel (op.h)
   if (H < o.patch || W < o.patch) op_fail(op, "the maps must be at least patch×patch", "E_TOO_SMALL");
   const double scale = attrs.number("scale", 1);
   const bool grad = attrs.flag("grad", true);
@@ -387,11 +389,12 @@ Outputs mse_term_cuda(std::vector<Value>& in, const Attrs& attrs) {
 
 // ---------------------------------------------------------------- the loss on device tensors
 
-// mghfLoss with sr, gt on a device (issue 15 item 3): CudaBackend's loss on device pointers,
-// the gradient a new device tensor. inputs: sr, gt [B, 3, H, W] (device), weights, selected
-// (Int32 [B·M], optional). attrs: the loss options by their mghfLoss names (lib/loss.ts has
-// checked them), and composed (default false: CudaBackend's chain; true: compose_mghf_loss). outputs: loss, n, mse, corr, gram, csc, lip, skipped (Int32 indices into
-// n, mse, corr, gram, csc, lip), grad (device, with grad), importance and selected (details).
+// mghfLoss with sr, gt on a device (issue 15 item 3): the composition of the ops
+// (ops/loss_ops.h, the same one CudaBackend::loss runs), the gradient a new device tensor.
+// inputs: sr, gt [B, 3, H, W] (device), weights, selected (Int32 [B·M], optional). attrs: the
+// loss options by their mghfLoss names (lib/loss.ts has checked them). outputs: loss, n, mse,
+// corr, gram, csc, lip, skipped (Int32 indices into n, mse, corr, gram, csc, lip), grad (device,
+// with grad), importance and selected (details).
 Outputs loss_cuda(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "mghfLoss";
   DeviceTensor& sr = device_input(in, 0, op, "sr", 4);
@@ -400,41 +403,16 @@ Outputs loss_cuda(std::vector<Value>& in, const Attrs& attrs) {
   Value& wv = input(in, 2, op, "weights");
   if (wv.kind != Kind::Weights || !wv.weights) op_fail(op, "weights must be DFE weights", "E_WEIGHTS");
   if (sr.dims()[1] != 3) op_fail(op, "sr must have 3 channels", "E_SHAPE");
-  Shape s;
-  s.B = int(sr.dims()[0]);
-  s.H = int(sr.dims()[2]);
-  s.W = int(sr.dims()[3]);
-  if (s.H < 2 || s.W < 2) op_fail(op, "sr must be at least 2×2", "E_TOO_SMALL");
-  const int N = wv.weights->arch.channels;
-  const LossOptions o = loss_options(in, attrs, s.B, N);
+  const int B = int(sr.dims()[0]), H = int(sr.dims()[2]), W = int(sr.dims()[3]);
+  if (H < 2 || W < 2) op_fail(op, "sr must be at least 2×2", "E_TOO_SMALL");
+  const LossOptions o = loss_options(in, attrs, B, wv.weights->arch.channels);
   // Memory safety only: the LIP patches must lie inside the image.
-  if (o.variant == Variant::C && o.gamma3 != 0 && (s.H < o.lip.patch || s.W < o.lip.patch))
+  if (o.variant == Variant::C && o.gamma3 != 0 && (H < o.lip.patch || W < o.lip.patch))
     op_fail(op, "images must be at least patch×patch pixels for the LIP term", "E_TOO_SMALL");
   require_cuda(sr.device(), op);
-  // composed: the same loss as the composition of the ops (ops/loss_ops.h), the step towards one
-  // written-once loss for every backend; it gives the same bits as the backend's own chain below.
-  if (attrs.flag("composed", false)) return compose_mghf_loss(in, attrs);
   DeviceScope scope(sr.device());
-  std::shared_ptr<DeviceTensor> grad;
-  if (o.grad) grad = new_tensor(sr.device(), sr.dims());
-  LossResult<float> r =
-      cuda_loss_on_device(sr.device(), *wv.weights, sr.data(), gt.data(), grad ? grad->data() : nullptr, s, o);
-  Outputs out;
-  out.emplace_back("loss", Value::number(r.loss));
-  const std::pair<const char*, double> parts[] = {{"n", r.n},     {"mse", r.mse}, {"corr", r.corr},
-                                                  {"gram", r.gram}, {"csc", r.csc}, {"lip", r.lip}};
-  std::vector<int32_t> skipped;
-  for (int i = 0; i < 6; ++i) {
-    out.emplace_back(parts[i].first, Value::number(parts[i].second));
-    if (std::find(r.skipped.begin(), r.skipped.end(), parts[i].first) != r.skipped.end()) skipped.push_back(i);
-  }
-  out.emplace_back("skipped", Value::vector(std::move(skipped)));
-  if (grad) out.emplace_back("grad", Value::on_device(std::move(grad)));
-  if (!r.importance.empty()) {
-    out.emplace_back("importance", Value::vector(std::move(r.importance)));
-    out.emplace_back("selected", Value::vector(std::vector<int32_t>(r.selected.begin(), r.selected.end())));
-  }
-  return out;
+  ComposedLoss c = compose_loss(in[0], in[1], wv, o);
+  return loss_outputs(c);
 }
 
 }  // namespace
@@ -445,11 +423,11 @@ void register_cuda_ops(std::vector<OpInfo>& list) {
   set_cuda(list, "entropyPruneReweight", entropy_prune_reweight_cuda);
   set_cuda(list, "csc", csc_cuda);
   set_cuda(list, "lip", lip_cuda);
-  set_cuda(list, "monce", lip_cuda);  // lip's name since ops-host (lib/ops.ts calls monce)
+  set_cuda(list, "monce", lip_cuda);  // lib/ops.ts calls the lip op by this name
   set_cuda(list, "mseTerm", mse_term_cuda);
   list.push_back({"toDevice", to_device, to_device});
   list.push_back({"toHost", nullptr, to_host});
-  list.push_back({"mghfLoss", nullptr, loss_cuda});
+  list.push_back({"mghfLoss", compose_mghf_loss, loss_cuda});  // on host tensors: the same composition
   register_cuda_trainer_ops(list);
 }
 

@@ -51,9 +51,10 @@ Outputs dfe(std::vector<Value>& in, const Attrs& attrs) {
   std::shared_ptr<DfeTapeState> state;
   if (attrs.flag("tape", true)) state = std::make_shared<DfeTapeState>(wv.weights, B, H, W, range);
   dfe_forward<float, FastKernels>(w, x.f32.data(), B, H, W, range, F.f32.mut(),
-                                  state ? &state->tape : nullptr);
-  check_finite(F.f32.data(), F.count(), NumericStage::Features, "the features",
-               [&] { return weights_context(w); });
+                                  state ? &state->tape : nullptr, ambient_cancel());
+  const char* what = nullptr;
+  const NumericStage stage = features_stage(attrs, &what);
+  check_finite(F.f32.data(), F.count(), stage, what, [&] { return weights_context(w); });
   Outputs out;
   out.emplace_back("F", std::move(F));
   if (state) {
@@ -79,7 +80,7 @@ Outputs dfe_backward_op(std::vector<Value>& in, const Attrs&) {
   if (dF.dims != want) op_fail(op, "dF must have the dims of the features the tape was recorded for", "E_SHAPE");
   Value dx = Value::tensor({tape->B, 3, tape->H, tape->W});
   dfe_backward<float, FastKernels>(w, tape->tape, dF.f32.mut(), tape->B, tape->H, tape->W,
-                                   tape->range, dx.f32.mut());
+                                   tape->range, dx.f32.mut(), ambient_cancel());
   check_finite(dx.f32.data(), dx.count(), NumericStage::DfeBackward, "the gradient",
                [&] { return weights_context(w); });
   Outputs out;

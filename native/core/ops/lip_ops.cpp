@@ -27,6 +27,7 @@ Outputs lip(std::vector<Value>& in, const Attrs& attrs) {
   o.monce.Q = attrs.number("Q", 1);
   o.monce.iters = attrs.integer("iters", 50, 1, 10000);
   o.monce.sinkhorn_grad = attrs.flag("sinkhornGrad", true);
+  o.monce.cancel = ambient_cancel();  // a loss composition's cancel (op.h)
   if (H < o.patch || W < o.patch) op_fail(op, "the maps must be at least patch×patch", "E_TOO_SMALL");
   const double scale = attrs.number("scale", 1);
   const bool grad = attrs.flag("grad", true);

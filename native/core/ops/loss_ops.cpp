@@ -40,21 +40,16 @@ Outputs run(const char* name, std::vector<Value> inputs, const Attrs& attrs) {
 
 const std::vector<int64_t>& dims_of(const Value& v) { return v.kind == Kind::Device ? v.device->dims() : v.dims; }
 
-// Every term off (SPEC §7: a Γ of 0 skips its work): loss 0, every part skipped, and with grad a
-// zero gradient of sr's dims (mseTerm of sr against itself at scale 0: (sr − sr)·0 added to zeros).
-Outputs nothing_to_compute(const Value& sr, bool grad) {
-  Outputs out;
-  out.emplace_back("loss", Value::number(0));
-  for (const char* part : {"n", "mse", "corr", "gram", "csc", "lip"}) out.emplace_back(part, Value::number(0));
-  out.emplace_back("skipped", Value::vector(std::vector<int32_t>{0, 1, 2, 3, 4, 5}));
-  if (grad) {
-    Attrs z;
-    z.set("scale", number(0));
-    Outputs r = run("mseTerm", {sr, sr}, z);
-    out.emplace_back("grad", output(r, "dS"));
-  }
-  return out;
-}
+// Where the composition is: the ops it runs check the cancel flag between stages, lap the
+// stopwatch after each, and hold the ambient cancel flag (op.h) while it runs.
+struct Stages {
+  const LossOptions& o;
+  detail::Stopwatch clock;
+  AmbientCancel ambient;
+  Stages(const LossOptions& opt, LossResult<float>& r)
+      : o(opt), clock(opt.profile ? &r.timings : nullptr), ambient(opt.cancel) {}
+  void next() const { throw_if_cancelled(o.cancel); }
+};
 
 }  // namespace
 
@@ -93,6 +88,115 @@ LossOptions loss_options(std::vector<Value>& in, const Attrs& attrs, int B, int 
   return o;
 }
 
+ComposedLoss compose_loss(const Value& sr, const Value& gt, const Value& weights, const LossOptions& o) {
+  if (weights.kind != Kind::Weights || !weights.weights) op_fail("mghfLoss", "weights must be DFE weights", "E_WEIGHTS");
+  ComposedLoss out;
+  LossResult<float>& r = out.r;
+  const TermPlan plan = plan_terms(o);
+  r.skipped = plan.skipped;
+  if (!plan.do_n && !plan.do_csc && !plan.do_lip) {
+    // Every term off (SPEC §7: a Γ of 0 skips its work): loss 0, and with grad a zero gradient
+    // of sr's dims on sr's device (mseTerm of sr against itself at scale 0: (sr − sr)·0).
+    if (o.grad) {
+      Attrs z;
+      z.set("scale", number(0));
+      Outputs g = run("mseTerm", {sr, sr}, z);
+      out.grad = output(g, "dS");
+    }
+    return out;
+  }
+  const int N = weights.weights->arch.channels;
+  const std::string range = o.range == InputRange::Symmetric ? "symmetric" : "unit";
+  auto ctx = [&] { return numeric_context(o, *weights.weights); };
+  Stages stage(o, r);
+  stage.next();
+
+  Attrs features;
+  features.set("inputRange", text(range));
+  features.set("tape", flag(false));
+  features.set("of", text("gt"));
+  Outputs g = run("dfe", {gt, weights}, features);
+  stage.next();
+  features.set("tape", flag(o.grad));
+  features.set("of", text("sr"));
+  Outputs s = run("dfe", {sr, weights}, features);
+  Value G = output(g, "F"), S = output(s, "F");
+  stage.clock.lap("dfe_forward");
+
+  Value dS;  // the gradient so far: each term adds onto it (None: zeros)
+  auto term = [&](double scale) {
+    Attrs a;
+    a.set("scale", number(scale));
+    a.set("grad", flag(o.grad));
+    return a;
+  };
+  if (plan.do_n) {
+    stage.next();
+    Outputs t = run("mseTerm", {G, S, dS}, term(plan.g1));
+    r.n = output(t, "n").scalar;
+    if (o.grad) dS = output(t, "dS");
+    stage.clock.lap("n");
+  }
+  if (plan.do_csc) {
+    stage.next();
+    Attrs e;
+    e.set("M", number(std::min(o.M, N)));
+    e.set("alpha", number(o.alpha));
+    e.set("gamma", number(o.gamma));
+    Value chosen;
+    if (!o.selected.empty()) chosen = Value::vector(std::vector<int32_t>(o.selected.begin(), o.selected.end()));
+    Outputs sel = run("entropyPruneReweight", {G, S, chosen}, e);
+    stage.clock.lap("importance");
+    stage.next();
+    Attrs c = term(plan.g2);
+    c.set("beta1", number(plan.b1 ? o.beta1 : 0));
+    c.set("beta2", number(plan.b2 ? o.beta2 : 0));
+    c.set("beta3", number(plan.b3 ? o.beta3 : 0));
+    Outputs t = run("csc", {G, S, output(sel, "selected"), output(sel, "weights"), dS}, c);
+    r.mse = output(t, "mse").scalar;
+    r.corr = output(t, "corr").scalar;
+    r.gram = output(t, "gram").scalar;
+    r.csc = output(t, "csc").scalar;
+    if (o.grad) dS = output(t, "dS");
+    if (o.details) {
+      r.importance = std::move(output(sel, "importance").f64);
+      const std::vector<int32_t>& chosen_now = output(sel, "selected").i32;
+      r.selected.assign(chosen_now.begin(), chosen_now.end());
+    }
+    stage.clock.lap("csc");
+  }
+  if (plan.do_lip) {
+    stage.next();
+    Attrs l = term(plan.g3);
+    l.set("patch", number(o.lip.patch));
+    l.set("stride", number(o.lip.stride));
+    l.set("pmax", number(o.lip.pmax));
+    l.set("tau", number(o.lip.monce.tau));
+    l.set("epsOt", number(o.lip.monce.eps_ot));
+    l.set("Q", number(o.lip.monce.Q));
+    l.set("iters", number(o.lip.monce.iters));
+    l.set("sinkhornGrad", flag(o.lip.monce.sinkhorn_grad));
+    Outputs t = run("lip", {G, S, dS}, l);
+    r.lip = output(t, "lip").scalar;
+    if (o.grad) dS = output(t, "dS");
+    stage.clock.lap("lip");
+  }
+  r.loss = plan.c ? plan.g1 * r.n + plan.g2 * r.csc + plan.g3 * r.lip : r.n;
+  check_finite_value(r.loss, NumericStage::Total, "the loss", ctx);
+  if (!o.grad) return out;
+  stage.next();
+  // The backward needs neither feature tensor: free both before it runs (peak memory), here
+  // and in the op outputs that still share them.
+  G = Value();
+  S = Value();
+  g.clear();
+  output(s, "F") = Value();
+  Outputs dx = run("dfeBackward", {output(s, "tape"), dS}, Attrs());
+  out.grad = output(dx, "dx");
+  stage.clock.lap("dfe_backward");
+  return out;
+}
+
 Outputs compose_mghf_loss(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "mghfLoss";
   Value& sr = input(in, 0, op, "sr");
@@ -103,91 +207,26 @@ Outputs compose_mghf_loss(std::vector<Value>& in, const Attrs& attrs) {
   if (dims.size() != 4) op_fail(op, "sr must have 4 dims", "E_SHAPE");
   const int B = int(dims[0]), N = weights.weights->arch.channels;
   const LossOptions o = loss_options(in, attrs, B, N);
-  const TermPlan plan = plan_terms(o);
-  const std::string range = o.range == InputRange::Symmetric ? "symmetric" : "unit";
-  if (!plan.do_n && !plan.do_csc && !plan.do_lip) return nothing_to_compute(sr, o.grad);
+  ComposedLoss c = compose_loss(sr, gt, weights, o);
+  return loss_outputs(c);
+}
 
-  Attrs features;
-  features.set("inputRange", text(range));
-  features.set("tape", flag(false));
-  Outputs g = run("dfe", {gt, weights}, features);
-  features.set("tape", flag(o.grad));
-  Outputs s = run("dfe", {sr, weights}, features);
-  const Value G = output(g, "F"), S = output(s, "F");
-
-  double n = 0, mse = 0, corr = 0, gram = 0, csc = 0, lip = 0;
-  Value dS;  // the gradient so far: each term adds onto it (None: zeros)
-  std::vector<double> importance;
-  std::vector<int32_t> selected;
-  auto term = [&](double scale) {
-    Attrs a;
-    a.set("scale", number(scale));
-    a.set("grad", flag(o.grad));
-    return a;
-  };
-  if (plan.do_n) {
-    Outputs r = run("mseTerm", {G, S, dS}, term(plan.g1));
-    n = output(r, "n").scalar;
-    if (o.grad) dS = output(r, "dS");
-  }
-  if (plan.do_csc) {
-    Attrs e;
-    e.set("M", number(std::min(o.M, N)));
-    e.set("alpha", number(o.alpha));
-    e.set("gamma", number(o.gamma));
-    Value chosen;
-    if (!o.selected.empty()) chosen = Value::vector(std::vector<int32_t>(o.selected.begin(), o.selected.end()));
-    Outputs sel = run("entropyPruneReweight", {G, S, chosen}, e);
-    Attrs c = term(plan.g2);
-    c.set("beta1", number(plan.b1 ? o.beta1 : 0));
-    c.set("beta2", number(plan.b2 ? o.beta2 : 0));
-    c.set("beta3", number(plan.b3 ? o.beta3 : 0));
-    Outputs r = run("csc", {G, S, output(sel, "selected"), output(sel, "weights"), dS}, c);
-    mse = output(r, "mse").scalar;
-    corr = output(r, "corr").scalar;
-    gram = output(r, "gram").scalar;
-    csc = output(r, "csc").scalar;
-    if (o.grad) dS = output(r, "dS");
-    if (o.details) {
-      importance = output(sel, "importance").f64;
-      selected = output(sel, "selected").i32;
-    }
-  }
-  if (plan.do_lip) {
-    Attrs l = term(plan.g3);
-    l.set("patch", number(o.lip.patch));
-    l.set("stride", number(o.lip.stride));
-    l.set("pmax", number(o.lip.pmax));
-    l.set("tau", number(o.lip.monce.tau));
-    l.set("epsOt", number(o.lip.monce.eps_ot));
-    l.set("Q", number(o.lip.monce.Q));
-    l.set("iters", number(o.lip.monce.iters));
-    l.set("sinkhornGrad", flag(o.lip.monce.sinkhorn_grad));
-    Outputs r = run("lip", {G, S, dS}, l);
-    lip = output(r, "lip").scalar;
-    if (o.grad) dS = output(r, "dS");
-  }
-  const double loss = plan.c ? plan.g1 * n + plan.g2 * csc + plan.g3 * lip : n;
-  check_finite_value(loss, NumericStage::Total, "the loss", [&] { return numeric_context(o, *weights.weights); });
-
+Outputs loss_outputs(ComposedLoss& c) {
+  LossResult<float>& r = c.r;
   Outputs out;
-  out.emplace_back("loss", Value::number(loss));
-  const std::pair<const char*, double> parts[] = {{"n", n},     {"mse", mse}, {"corr", corr},
-                                                  {"gram", gram}, {"csc", csc}, {"lip", lip}};
+  out.emplace_back("loss", Value::number(r.loss));
+  const std::pair<const char*, double> parts[] = {{"n", r.n},     {"mse", r.mse}, {"corr", r.corr},
+                                                  {"gram", r.gram}, {"csc", r.csc}, {"lip", r.lip}};
   std::vector<int32_t> skipped;
   for (int i = 0; i < 6; ++i) {
     out.emplace_back(parts[i].first, Value::number(parts[i].second));
-    if (std::find(plan.skipped.begin(), plan.skipped.end(), parts[i].first) != plan.skipped.end())
-      skipped.push_back(i);
+    if (std::find(r.skipped.begin(), r.skipped.end(), parts[i].first) != r.skipped.end()) skipped.push_back(i);
   }
   out.emplace_back("skipped", Value::vector(std::move(skipped)));
-  if (o.grad) {
-    Outputs dx = run("dfeBackward", {output(s, "tape"), dS}, Attrs());
-    out.emplace_back("grad", output(dx, "dx"));
-  }
-  if (!importance.empty()) {
-    out.emplace_back("importance", Value::vector(std::move(importance)));
-    out.emplace_back("selected", Value::vector(std::move(selected)));
+  if (c.grad.kind != Kind::None) out.emplace_back("grad", std::move(c.grad));
+  if (!r.importance.empty()) {
+    out.emplace_back("importance", Value::vector(std::move(r.importance)));
+    out.emplace_back("selected", Value::vector(std::vector<int32_t>(r.selected.begin(), r.selected.end())));
   }
   return out;
 }

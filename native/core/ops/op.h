@@ -24,6 +24,7 @@
 #include "buffer.h"
 #include "dfe_weights.h"
 #include "error.h"
+#include "numeric_checks.h"
 #include "ops/device_tensor.h"
 
 namespace mghf {
@@ -284,6 +285,42 @@ inline FeaturePair feature_pair(std::vector<Value>& in, const std::string& op) {
   Value& S = tensor_input(in, 1, op, "S", 4);
   same_dims(G, S, op, "G", "S");
   return {G, S};
+}
+
+// The cancel flag of the loss composition running on this thread (loss_ops.cpp sets it for the
+// duration of one compose_loss): the long ops (dfe, lip) read it, so a cancel raised mid-stage
+// stops the DFE between blocks and Sinkhorn between iterations, as in mghf_loss. An op runs on
+// the thread that calls it, so a thread-local is exactly "the call this op belongs to".
+inline const CancelFlag*& ambient_cancel() {
+  static thread_local const CancelFlag* flag = nullptr;
+  return flag;
+}
+class AmbientCancel {
+ public:
+  explicit AmbientCancel(const CancelFlag* f) : prev_(ambient_cancel()) { ambient_cancel() = f; }
+  ~AmbientCancel() { ambient_cancel() = prev_; }
+  AmbientCancel(const AmbientCancel&) = delete;
+  AmbientCancel& operator=(const AmbientCancel&) = delete;
+
+ private:
+  const CancelFlag* prev_;
+};
+
+// The dfe op's optional attr `of` ("gt" or "sr"): which image's features these are, so that the
+// loss composition's E_NUMERIC names the stage mghf_loss names (DfeForwardGt/Sr); absent: the
+// plain op's Features.
+inline NumericStage features_stage(const Attrs& attrs, const char** what) {
+  const std::string of = attrs.text("of", "");
+  if (of == "gt") {
+    *what = "the features of gt";
+    return NumericStage::DfeForwardGt;
+  }
+  if (of == "sr") {
+    *what = "the features of sr";
+    return NumericStage::DfeForwardSr;
+  }
+  *what = "the features";
+  return NumericStage::Features;
 }
 
 }  // namespace ops
