@@ -1,6 +1,7 @@
 // REPORT.md from the experiment's summary: every number in it comes from the runs' records.
 import { promises as fsp } from 'node:fs';
 import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
 
 import type { EvalPair } from './data';
 import type { RunRecord, Summary } from './experiment';
@@ -13,7 +14,16 @@ function row(label: string, s: Record<string, ImageScores>, extra = ''): string 
   return `| ${label} | ${cell('Set5')} | ${cell('Set14')} |${extra}`;
 }
 
-function verdict(c: RunRecord, a: RunRecord, label: string): string {
+// A signed difference at the printed precision; "±0" where it rounds to zero, so a difference
+// too small to print is not called better or worse.
+function delta(d: number, digits: number, lowerIsBetter: boolean): string {
+  const shown = f(Math.abs(d), digits);
+  if (Number(shown) === 0) return `±${shown} (same)`;
+  const better = lowerIsBetter ? d < 0 : d > 0;
+  return `${d > 0 ? '+' : '−'}${shown} (${better ? 'better' : 'worse'})`;
+}
+
+function verdict(c: RunRecord, a: RunRecord, label: string, against = 'L1 fine-tune'): string {
   const parts: string[] = [];
   for (const set of ['Set5', 'Set14']) {
     const dp = c.scores[set].psnr - a.scores[set].psnr;
@@ -21,12 +31,11 @@ function verdict(c: RunRecord, a: RunRecord, label: string): string {
     const dg = c.scores[set].gmsd - a.scores[set].gmsd;
     const dh = Math.abs(c.scores[set].hfRatio - 1) - Math.abs(a.scores[set].hfRatio - 1);
     parts.push(
-      `${set}: PSNR-Y ${dp >= 0 ? '+' : ''}${f(dp, 3)} dB, SSIM-Y ${ds >= 0 ? '+' : ''}${f(ds, 4)}, ` +
-        `GMSD ${dg >= 0 ? '+' : ''}${f(dg, 4)} (${dg < 0 ? 'better' : 'worse'}), ` +
+      `${set}: PSNR-Y ${delta(dp, 3, false)} dB, SSIM-Y ${delta(ds, 4, false)}, GMSD ${delta(dg, 4, true)}, ` +
         `HF-energy ratio ${f(c.scores[set].hfRatio, 3)} vs ${f(a.scores[set].hfRatio, 3)} (${dh < 0 ? 'closer to 1' : 'further from 1'})`,
     );
   }
-  return `- **${label} vs L1 fine-tune** — ${parts.join('; ')}.`;
+  return `- **${label} vs ${against}** — ${parts.join('; ')}.`;
 }
 
 export async function writeReport(file: string, s: Summary, sets: Record<string, EvalPair[]>): Promise<void> {
@@ -89,7 +98,7 @@ export async function writeReport(file: string, s: Summary, sets: Record<string,
   lines.push(verdict(cc, s.a, '(c) L1 + MGHF-c'));
   lines.push(verdict(b, s.a, '(b) L1 + MGHF-n'));
   lines.push(verdict(s.d, s.a, '(d) L1 + MGHF-c, random DFE'));
-  lines.push(verdict(cc, s.d, '(c) pretrained DFE vs (d) random DFE').replace('vs L1 fine-tune', ''));
+  lines.push(verdict(cc, s.d, '(c) pretrained DFE', '(d) random DFE'));
   lines.push('');
   lines.push('## Loss curves');
   lines.push('');
@@ -100,6 +109,10 @@ export async function writeReport(file: string, s: Summary, sets: Record<string,
   lines.push('Each row: the most detailed 64×64 window of the ground truth (by Laplacian energy), enlarged 3× with nearest-neighbour; left to right bicubic, the four models, the ground truth.');
   lines.push('');
   for (const cf of s.cropFiles) lines.push(`![${cf}](figures/${cf})`, '');
+  // The discussion is the one part a person writes after reading the numbers; it is kept in its
+  // own file so that rerunning the experiment regenerates everything else without erasing it.
+  const discussion = await fsp.readFile(join(dirname(file), 'discussion.md'), 'utf8').catch(() => '');
+  if (discussion.trim()) lines.push('## Discussion', '', discussion.trim(), '');
   lines.push('## The models');
   lines.push('');
   lines.push('`examples/sr/models/{l1,l1-mghf-n,l1-mghf-c,l1-mghf-c-random-dfe}.safetensors`; apply one with');
