@@ -16,11 +16,11 @@ function row(label: string, s: Record<string, ImageScores>, extra = ''): string 
 
 // A signed difference at the printed precision; "±0" where it rounds to zero, so a difference
 // too small to print is not called better or worse.
-function delta(d: number, digits: number, lowerIsBetter: boolean): string {
+function delta(d: number, digits: number, lowerIsBetter: boolean, unit = ''): string {
   const shown = f(Math.abs(d), digits);
-  if (Number(shown) === 0) return `±${shown} (same)`;
+  if (Number(shown) === 0) return `±${shown}${unit} (same)`;
   const better = lowerIsBetter ? d < 0 : d > 0;
-  return `${d > 0 ? '+' : '−'}${shown} (${better ? 'better' : 'worse'})`;
+  return `${d > 0 ? '+' : '−'}${shown}${unit} (${better ? 'better' : 'worse'})`;
 }
 
 function verdict(c: RunRecord, a: RunRecord, label: string, against = 'L1 fine-tune'): string {
@@ -31,7 +31,7 @@ function verdict(c: RunRecord, a: RunRecord, label: string, against = 'L1 fine-t
     const dg = c.scores[set].gmsd - a.scores[set].gmsd;
     const dh = Math.abs(c.scores[set].hfRatio - 1) - Math.abs(a.scores[set].hfRatio - 1);
     parts.push(
-      `${set}: PSNR-Y ${delta(dp, 3, false)} dB, SSIM-Y ${delta(ds, 4, false)}, GMSD ${delta(dg, 4, true)}, ` +
+      `${set}: PSNR-Y ${delta(dp, 3, false, ' dB')}, SSIM-Y ${delta(ds, 4, false)}, GMSD ${delta(dg, 4, true)}, ` +
         `HF-energy ratio ${f(c.scores[set].hfRatio, 3)} vs ${f(a.scores[set].hfRatio, 3)} (${dh < 0 ? 'closer to 1' : 'further from 1'})`,
     );
   }
