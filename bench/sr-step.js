@@ -84,6 +84,13 @@ async function tfjsStep(warmup) {
   const head = conv(3, C), body = conv(C, C), tail = conv(C, 48);
   const blocks = Array.from({ length: BLOCKS }, () => [conv(C, C), conv(C, C)]);
   const apply = (x, l) => tf.add(tf.conv2d(x, l.w, 1, 'same'), l.b);
+  // tf.depthToSpace has no gradient in tfjs 4, so the pixel shuffle is written as reshape +
+  // transpose (PyTorch's channel order c·r² + i·r + j, as SrNet's), which tfjs differentiates.
+  const pixelShuffle = (x, r) => {
+    const [b, h, w, c] = x.shape;
+    const C = c / (r * r);
+    return tf.reshape(tf.transpose(tf.reshape(x, [b, h, w, C, r, r]), [0, 1, 4, 2, 5, 3]), [b, h * r, w * r, C]);
+  };
   const hr = tf.tensor(Float32Array.from({ length: B * HR * HR * 3 }, () => rand()), [B, HR, HR, 3]);
   const lr = tf.image.resizeBilinear(hr, [LR, LR]);
   const optimizer = tf.train.adam(1e-4);
@@ -94,7 +101,7 @@ async function tfjsStep(warmup) {
         let x = h;
         for (const [c1, c2] of blocks) x = tf.add(x, apply(tf.relu(apply(x, c1)), c2));
         const f = tf.add(apply(x, body), h);
-        const sr = tf.add(tf.depthToSpace(apply(f, tail), 4), tf.image.resizeBilinear(lr, [HR, HR]));
+        const sr = tf.add(pixelShuffle(apply(f, tail), 4), tf.image.resizeBilinear(lr, [HR, HR]));
         return tf.mean(tf.abs(tf.sub(sr, hr)));
       });
     });
