@@ -16,6 +16,7 @@
 #include "../numeric_checks.h"
 #include "../ops/loss_ops.h"
 #include "../ops/registry.h"
+#include "../ops/term_args.h"
 #include "../ops/trainer_ops.h"
 #include "cuda_backend.h"
 #include "cuda_check.h"
@@ -228,36 +229,14 @@ Outputs entropy_prune_reweight_cuda(std::vector<Value>& in, const Attrs& attrs) 
   same_dims(G, S, op, "G", "S");
   const int B = int(G.dims()[0]), N = int(G.dims()[1]);
   const int64_t P = G.dims()[2] * G.dims()[3];
-  const int M = attrs.integer("M", 64, 1, N);
-  const double alpha = attrs.number("alpha", 1), gamma = attrs.number("gamma", 1);
-  std::vector<int> selected;
-  if (present(in, 2)) {
-    Value& sel = in[2];
-    if (sel.kind != Kind::I32 || sel.i32.size() != size_t(B) * M)
-      op_fail(op, "selected must be an Int32Array of B·M channel indices", "E_OPTION");
-    for (int32_t v : sel.i32)
-      if (v < 0 || v >= N) op_fail(op, "selected holds a channel index out of range", "E_OPTION");
-    selected.assign(sel.i32.begin(), sel.i32.end());
-  }
-  NumericContext ctx;
-  ctx.alpha = alpha;
-  ctx.gamma = gamma;
-  auto context = [&] { return ctx; };
+  const PruneArgs args = prune_args(in, attrs, B, N, op);
   DeviceScope scope(G.device());
   std::vector<double> imp;
   {
     Stream stream;
     imp = cuda::importance(G.data(), S.data(), B, N, P, stream);
   }
-  check_finite(imp.data(), int64_t(imp.size()), NumericStage::Importance, "the importance", context);
-  ChannelSelection chosen = select_channels(imp, B, N, M, selected, alpha, gamma);
-  check_finite(chosen.weights.data(), int64_t(chosen.weights.size()), NumericStage::Importance,
-               "the weights w", context);
-  Outputs out;
-  out.emplace_back("importance", Value::vector(std::move(imp)));
-  out.emplace_back("selected", Value::vector(std::vector<int32_t>(chosen.sel.begin(), chosen.sel.end())));
-  out.emplace_back("weights", Value::vector(std::move(chosen.weights)));
-  return out;
+  return prune_outputs(std::move(imp), args, B, N);
 }
 
 // csc_ops.cpp's op with cuda::csc: selected/weights host vectors, dS on the device.
@@ -268,50 +247,21 @@ Outputs csc_cuda(std::vector<Value>& in, const Attrs& attrs) {
   same_dims(G, S, op, "G", "S");
   const int B = int(G.dims()[0]), N = int(G.dims()[1]);
   const int64_t P = G.dims()[2] * G.dims()[3];
-  Value& sel = input(in, 2, op, "selected");
-  Value& wts = input(in, 3, op, "weights");
-  if (sel.kind != Kind::I32 || sel.i32.empty() || sel.i32.size() % size_t(B) != 0 ||
-      sel.i32.size() / size_t(B) > size_t(N))
-    op_fail(op, "selected must be an Int32Array of B·M channel indices, M ≤ N", "E_SHAPE");
-  const int M = int(sel.i32.size() / size_t(B));
-  for (int32_t v : sel.i32)
-    if (v < 0 || v >= N) op_fail(op, "selected holds a channel index out of range", "E_SHAPE");
-  if (wts.kind != Kind::F64 || wts.f64.size() != sel.i32.size())
-    op_fail(op, "weights must be a Float64Array of B·M weights", "E_SHAPE");
-  const double beta1 = attrs.number("beta1", 0.1333), beta2 = attrs.number("beta2", 1),
-               beta3 = attrs.number("beta3", 0.1333), scale = attrs.number("scale", 1);
-  const bool grad = attrs.flag("grad", true);
-  NumericContext ctx;
-  ctx.beta1 = beta1;
-  ctx.beta2 = beta2;
-  ctx.beta3 = beta3;
-  ctx.gamma2 = scale;
+  const CscArgs args = csc_args(in, attrs, B, N, op);
+  const NumericContext ctx = args.context();
   auto context = [&] { return ctx; };
   DeviceScope scope(G.device());
   std::shared_ptr<DeviceTensor> dS;
   CscParts parts;
   {
     Stream stream;
-    if (grad) dS = gradient_accumulator(in, 4, S, op, stream);
-    static_assert(sizeof(int32_t) == sizeof(int), "selected is passed as int");
-    parts = cuda::csc(G.data(), S.data(), B, N, P, M, reinterpret_cast<const int*>(sel.i32.data()),
-                      wts.f64.data(), {beta1, beta2, beta3, scale}, grad ? dS->data() : nullptr, stream);
-    if (grad) check_device(dS->data(), dS->count(), NumericStage::Csc, "its gradient", context, stream);
+    if (args.grad) dS = gradient_accumulator(in, 4, S, op, stream);
+    parts = cuda::csc(G.data(), S.data(), B, N, P, args.M, args.selected, args.weights, args.w,
+                      args.grad ? dS->data() : nullptr, stream);
+    if (args.grad) check_device(dS->data(), dS->count(), NumericStage::Csc, "its gradient", context, stream);
   }
-  const double mse = beta1 != 0 ? parts.mse : 0, corr = beta2 != 0 ? parts.corr : 0,
-               gram = beta3 != 0 ? parts.gram : 0;
-  const double total = beta1 * mse + beta2 * corr + beta3 * gram;
-  check_finite_value(mse, NumericStage::Csc, "mse", context);
-  check_finite_value(corr, NumericStage::Csc, "corr", context);
-  check_finite_value(gram, NumericStage::Csc, "gram", context);
-  check_finite_value(total, NumericStage::Csc, "csc", context);
-  Outputs out;
-  out.emplace_back("mse", Value::number(mse));
-  out.emplace_back("corr", Value::number(corr));
-  out.emplace_back("gram", Value::number(gram));
-  out.emplace_back("csc", Value::number(total));
-  if (grad) out.emplace_back("dS", Value::on_device(std::move(dS)));
-  return out;
+  const CscParts reported = csc_reported(parts, args);
+  return csc_outputs(reported, args, args.grad ? Value::on_device(std::move(dS)) : Value());
 }
 
 // lip_ops.cpp's op with cuda::lip.
@@ -321,24 +271,11 @@ Outputs lip_cuda(std::vector<Value>& in, const Attrs& attrs) {
   DeviceTensor& S = device_input(in, 1, op, "S", 4);
   same_dims(G, S, op, "G", "S");
   const int B = int(G.dims()[0]), N = int(G.dims()[1]), H = int(G.dims()[2]), W = int(G.dims()[3]);
-  LipOptions o;
-  o.patch = attrs.integer("patch", 32, 1, 256);
-  o.stride = attrs.integer("stride", 16, 1, 256);
-  o.pmax = attrs.integer("pmax", 256, 1, 4096);
-  o.monce.tau = attrs.number("tau", 0.07);
-  o.monce.eps_ot = attrs.number("epsOt", 1);
-  o.monce.Q = attrs.number("Q", 1);
-  o.monce.iters = attrs.integer("iters", 50, 1, 10000);
-  o.monce.sinkhorn_grad = attrs.flag("sinkhornGrad", true);
-  o.monce.cancel = ambient_cancel();  // a loss composition's cancel (op.h)
-  if (H < o.patch || W < o.patch) op_fail(op, "the maps must be at least patch×patch", "E_TOO_SMALL");
-  const double scale = attrs.number("scale", 1);
-  const bool grad = attrs.flag("grad", true);
-  NumericContext ctx;
-  ctx.tau = o.monce.tau;
-  ctx.eps_ot = o.monce.eps_ot;
-  ctx.Q = o.monce.Q;
-  ctx.gamma3 = scale;
+  const LipArgs args = lip_args(attrs, H, W, op);
+  const LipOptions& o = args.o;
+  const double scale = args.scale;
+  const bool grad = args.grad;
+  const NumericContext ctx = args.context();
   auto context = [&] { return ctx; };
   DeviceScope scope(G.device());
   std::shared_ptr<DeviceTensor> dS;

@@ -7,6 +7,7 @@
 #include "numeric_checks.h"
 #include "parallel.h"
 #include "ops/registry.h"
+#include "ops/term_args.h"
 
 namespace mghf {
 namespace ops {
@@ -20,25 +21,14 @@ Outputs csc(std::vector<Value>& in, const Attrs& attrs) {
   auto [G, S] = feature_pair(in, op);
   const int B = int(G.dims[0]), N = int(G.dims[1]);
   const int64_t P = G.dims[2] * G.dims[3];
-  Value& sel = input(in, 2, op, "selected");
-  Value& wts = input(in, 3, op, "weights");
-  if (sel.kind != Kind::I32 || sel.i32.empty() || sel.i32.size() % size_t(B) != 0 ||
-      sel.i32.size() / size_t(B) > size_t(N))
-    op_fail(op, "selected must be an Int32Array of B·M channel indices, M ≤ N", "E_SHAPE");
-  const int M = int(sel.i32.size() / size_t(B));
-  for (int32_t v : sel.i32)
-    if (v < 0 || v >= N) op_fail(op, "selected holds a channel index out of range", "E_SHAPE");
-  if (wts.kind != Kind::F64 || wts.f64.size() != sel.i32.size())
-    op_fail(op, "weights must be a Float64Array of B·M weights", "E_SHAPE");
-  const double beta1 = attrs.number("beta1", 0.1333), beta2 = attrs.number("beta2", 1),
-               beta3 = attrs.number("beta3", 0.1333), scale = attrs.number("scale", 1);
-  const bool grad = attrs.flag("grad", true);
+  const CscArgs args = csc_args(in, attrs, B, N, op);
+  const int M = args.M;
+  const bool grad = args.grad;
   const bool onto = grad && present(in, 4);
   Value dS;
   if (grad) dS = gradient_accumulator(in, 4, S, op);
-  static_assert(sizeof(int32_t) == sizeof(int), "selected is passed as int");
-  const int* selp = reinterpret_cast<const int*>(sel.i32.data());
-  const CscWeights cw{beta1, beta2, beta3, scale};
+  const int* selp = args.selected;
+  const CscWeights& cw = args.w;
   CscParts parts;
   if (onto) {
     // Onto a gradient so far: the term's gradient of the kept maps formed alone (zeros, by kept
@@ -46,7 +36,7 @@ Outputs csc(std::vector<Value>& in, const Attrs& attrs) {
     // gives mghf_loss's bits.
     Buffer<float> kept(size_t(B) * M * size_t(P));
     kept.zero();
-    parts = csc_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, P, M, selp, wts.f64.data(), cw,
+    parts = csc_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, P, M, selp, args.weights, cw,
                                          kept.data(), /*by_kept=*/true);
     float* d = dS.f32.mut();
     parallel_for(int64_t(B) * M, [&](int64_t bi) {
@@ -56,31 +46,15 @@ Outputs csc(std::vector<Value>& in, const Attrs& attrs) {
       for (int64_t p = 0; p < P; ++p) dp[p] += kp[p];
     });
   } else {
-    parts = csc_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, P, M, selp, wts.f64.data(), cw,
+    parts = csc_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, P, M, selp, args.weights, cw,
                                          grad ? dS.f32.mut() : nullptr);
   }
-  // A part whose β is 0 is not computed: 0, as mghf_loss reports it.
-  const double mse = beta1 != 0 ? parts.mse : 0, corr = beta2 != 0 ? parts.corr : 0,
-               gram = beta3 != 0 ? parts.gram : 0;
-  const double total = beta1 * mse + beta2 * corr + beta3 * gram;
-  NumericContext ctx;
-  ctx.beta1 = beta1;
-  ctx.beta2 = beta2;
-  ctx.beta3 = beta3;
-  ctx.gamma2 = scale;
-  auto context = [&] { return ctx; };
-  check_finite_value(mse, NumericStage::Csc, "mse", context);
-  check_finite_value(corr, NumericStage::Csc, "corr", context);
-  check_finite_value(gram, NumericStage::Csc, "gram", context);
-  check_finite_value(total, NumericStage::Csc, "csc", context);
-  if (grad) check_finite(dS.f32.data(), dS.count(), NumericStage::Csc, "its gradient", context);
-  Outputs out;
-  out.emplace_back("mse", Value::number(mse));
-  out.emplace_back("corr", Value::number(corr));
-  out.emplace_back("gram", Value::number(gram));
-  out.emplace_back("csc", Value::number(total));
-  if (grad) out.emplace_back("dS", std::move(dS));
-  return out;
+  const CscParts reported = csc_reported(parts, args);
+  if (grad) {
+    const NumericContext ctx = args.context();
+    check_finite(dS.f32.data(), dS.count(), NumericStage::Csc, "its gradient", [&] { return ctx; });
+  }
+  return csc_outputs(reported, args, std::move(dS));
 }
 
 }  // namespace

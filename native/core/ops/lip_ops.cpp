@@ -7,6 +7,7 @@
 #include "lip.h"
 #include "numeric_checks.h"
 #include "ops/registry.h"
+#include "ops/term_args.h"
 
 namespace mghf {
 namespace ops {
@@ -18,19 +19,10 @@ Outputs lip(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "lip";
   auto [G, S] = feature_pair(in, op);
   const int B = int(G.dims[0]), N = int(G.dims[1]), H = int(G.dims[2]), W = int(G.dims[3]);
-  LipOptions o;
-  o.patch = attrs.integer("patch", 32, 1, 256);
-  o.stride = attrs.integer("stride", 16, 1, 256);
-  o.pmax = attrs.integer("pmax", 256, 1, 4096);
-  o.monce.tau = attrs.number("tau", 0.07);
-  o.monce.eps_ot = attrs.number("epsOt", 1);
-  o.monce.Q = attrs.number("Q", 1);
-  o.monce.iters = attrs.integer("iters", 50, 1, 10000);
-  o.monce.sinkhorn_grad = attrs.flag("sinkhornGrad", true);
-  o.monce.cancel = ambient_cancel();  // a loss composition's cancel (op.h)
-  if (H < o.patch || W < o.patch) op_fail(op, "the maps must be at least patch×patch", "E_TOO_SMALL");
-  const double scale = attrs.number("scale", 1);
-  const bool grad = attrs.flag("grad", true);
+  const LipArgs args = lip_args(attrs, H, W, op);
+  const LipOptions& o = args.o;
+  const double scale = args.scale;
+  const bool grad = args.grad;
   const bool onto = grad && present(in, 2);
   Value dS;
   if (grad) dS = gradient_accumulator(in, 2, S, op);
@@ -49,11 +41,7 @@ Outputs lip(std::vector<Value>& in, const Attrs& attrs) {
     value = lip_loss<float, FastKernels>(G.f32.data(), S.f32.data(), B, N, H, W, o, scale,
                                          grad ? dS.f32.mut() : nullptr);
   }
-  NumericContext ctx;
-  ctx.tau = o.monce.tau;
-  ctx.eps_ot = o.monce.eps_ot;
-  ctx.Q = o.monce.Q;
-  ctx.gamma3 = scale;
+  const NumericContext ctx = args.context();
   auto context = [&] { return ctx; };
   check_finite_value(value, NumericStage::Lip, "L_lip", context);
   if (grad) check_finite(dS.f32.data(), dS.count(), NumericStage::Lip, "its gradient", context);
