@@ -9,14 +9,13 @@ import { type Disposable, liveTensors, track, untrack } from './lifetime';
 import { OPTION_BOUNDS, type BoundedOption, boundText, checkCost, checkReweight, featuresCost, inBound } from './limits';
 import { toSelected, type InputRange } from './loss';
 import { resolveDevice } from './device';
-import { type NativeAddon, type NativeOpValue, type NativeWeights, type OpHandle, loadedAddon, native, rethrowNative } from './native';
-import { type DeviceHandle, Tensor, type TensorLike, type TensorLocation, disposedError, installDeviceTransfer, releaseOnDispose } from './tensor';
+import { type NativeOpValue, type NativeWeights, type OpHandle, loadedAddon, native } from './native';
+import { type DeviceHandle, Tensor, type TensorLike, type TensorLocation, disposedError, installDeviceTransfer } from './tensor';
+import { type Attrs, type Call, type NativeOutputs, flag, isOpOutput, output, runAsync, runSync, sameDims, sameLocation, scalar, toConsumed, toNative } from './op-call';
 import { trainerOps } from './trainer-ops';
 import { checkFinite, checkOptions, is, toImageTensor } from './validate';
 import { type DfeWeights, checkWeights, defaultWeights } from './weights';
 
-type Attrs = Record<string, number | boolean | string>;
-type NativeOutputs = Record<string, NativeOpValue>;
 
 // ------------------------------------------------------------------ the DFE tape
 
@@ -136,34 +135,6 @@ export function memory(): MemoryInfo {
 
 // ------------------------------------------------------------------ argument checks
 
-// Tensors the ops made: finite by construction (the core checks its outputs), so not scanned again.
-const opOutputs = new WeakSet<Tensor>();
-
-// An op's output: its data is the native block itself (no copy), freed by dispose() (opFree) or,
-// as a safety net, when the garbage collector collects the array.
-function output(v: NativeOpValue, name: string): Tensor {
-  const t = v as { data?: unknown; dims?: unknown; handle?: unknown; device?: unknown } | undefined;
-  if (t && t.handle !== undefined && typeof t.device === 'number' && Array.isArray(t.dims)) {
-    const out = Tensor.fromDevice(t.handle as DeviceHandle, t.dims as number[], t.device);
-    opOutputs.add(out);
-    return out;
-  }
-  if (!t || !is.float32Array(t.data) || !Array.isArray(t.dims)) throw new MghfError('E_NATIVE', `The native op returned no tensor ${name}`);
-  const out = new Tensor(t.data, t.dims as number[]);
-  opOutputs.add(out);
-  releaseOnDispose(out, freeNative);
-  return out;
-}
-
-function freeNative(data: Float32Array): void {
-  loadedAddon()?.opFree?.(data);
-}
-
-function scalar(v: NativeOpValue, name: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new MghfError('E_NUMERIC', `The ${name} came out ${String(v)}`);
-  return v;
-}
-
 /** A tensor argument; a disposed Tensor is E_DISPOSED naming `name`. */
 function tensorArg(v: unknown, name: string): Tensor {
   return Tensor.from(v as TensorLike, name);
@@ -173,36 +144,8 @@ function tensorArg(v: unknown, name: string): Tensor {
 function featureArg(v: unknown, name: string): Tensor {
   const t = tensorArg(v, name);
   if (t.dims.length !== 4) throw invalidParameterError('E_SHAPE', `${name}.dims`, '4 dims [B, N, H, W] (features, as ops.dfe returns)', t.dims);
-  if (t.location === 'cpu' && !opOutputs.has(t)) checkFinite(t.data, name, t.dims);
+  if (t.location === 'cpu' && !isOpOutput(t)) checkFinite(t.data, name, t.dims);
   return t;
-}
-
-/**
- * The one location of a call's tensors, or E_DEVICE naming the first two that differ: an op
- * never copies between devices.
- */
-function sameLocation(args: ReadonlyArray<readonly [string, Tensor | undefined]>): TensorLocation {
-  const present = args.filter((a): a is readonly [string, Tensor] => a[1] !== undefined);
-  const [firstName, first] = present[0];
-  for (const [name, t] of present.slice(1)) {
-    if (t.location !== first.location) {
-      throw new MghfError(
-        'E_DEVICE',
-        `Expected ${name} on ${first.location}, where ${firstName} is, but ${name} is on ${t.location}: ` +
-          `ops never copy between devices; move one with t.to('${first.location}') or t.to('${t.location}')`,
-        { argument: name },
-      );
-    }
-  }
-  return first.location;
-}
-
-function sameDims(a: Tensor, aName: string, b: Tensor, bName: string): void {
-  if (a.dims.length !== b.dims.length || a.dims.some((d, i) => d !== b.dims[i])) {
-    throw new MghfError('E_SHAPE', `Expected ${bName} to have the dims of ${aName} ([${a.dims.join(',')}]) but received [${b.dims.join(',')}]`, {
-      argument: bName,
-    });
-  }
 }
 
 function featurePair(G: unknown, S: unknown): [Tensor, Tensor] {
@@ -214,18 +157,6 @@ function featurePair(G: unknown, S: unknown): [Tensor, Tensor] {
 }
 
 /** A tensor as the op entry takes it: host data and dims, or a device tensor's handle. */
-const toNative = (t: Tensor, name = 'tensor'): NativeOpValue =>
-  (Tensor.deviceHandle(t, name) as NativeOpValue | undefined) ?? { data: t.data, dims: [...t.dims] };
-
-/**
- * A tensor handed over to the op (`consume`): the op takes its native block to write into, without
- * a copy (an op output; any other array is copied as usual), and the tensor is disposed once the
- * call has started, whether the op then succeeds or fails. A device tensor is never handed over
- * (the CUDA ops copy what they write into): it goes as a plain input, and is disposed all the same.
- */
-const toConsumed = (t: Tensor, name = 'tensor'): NativeOpValue =>
-  t.location === 'cpu' ? { data: t.data, dims: [...t.dims], consume: true } : toNative(t, name);
-
 /** Reads each named numeric option within its documented bound (OPTION_BOUNDS), else its default. */
 function bounded<K extends string>(o: Partial<Record<string, unknown>>, defaults: Record<K, number>, boundOf: Record<K, BoundedOption>): Record<K, number> {
   const out = {} as Record<K, number>;
@@ -238,12 +169,6 @@ function bounded<K extends string>(o: Partial<Record<string, unknown>>, defaults
   return out;
 }
 
-function flag(o: Partial<Record<string, unknown>>, key: string, fallback: boolean): boolean {
-  const v = o[key] ?? fallback;
-  if (!is.bool(v)) throw invalidParameterError('E_OPTION', `opts.${key}`, 'a boolean', v);
-  return v;
-}
-
 /** opts.addTo: the gradient so far, dims of S; the op's dS is addTo + its own term (addTo unchanged). */
 function addToArg(o: Partial<Record<string, unknown>>, S: Tensor): Tensor | undefined {
   if (o.addTo === undefined || o.addTo === null) return undefined;
@@ -251,60 +176,6 @@ function addToArg(o: Partial<Record<string, unknown>>, S: Tensor): Tensor | unde
   sameLocation([['S', S], ['opts.addTo', t]]);
   sameDims(S, 'S', t, 'opts.addTo');
   return t;
-}
-
-function opAddon(): NativeAddon & Required<Pick<NativeAddon, 'op' | 'opSync'>> {
-  const a = native();
-  if (typeof a.op !== 'function' || typeof a.opSync !== 'function') {
-    throw new MghfError('E_UNSUPPORTED', 'The loaded native binary has no ops (it predates them): rebuild it (`npm rebuild mghf`)');
-  }
-  return a as NativeAddon & Required<Pick<NativeAddon, 'op' | 'opSync'>>;
-}
-
-interface Call<R> {
-  name: string;
-  inputs: NativeOpValue[];
-  attrs: Attrs;
-  /** Tensors handed over (toConsumed): disposed once the native call has taken them. */
-  consumed?: Tensor[];
-  finish(out: NativeOutputs): R;
-}
-
-function disposeConsumed(c: Call<unknown>): void {
-  for (const t of c.consumed ?? []) t.dispose();
-}
-
-function runSync<R>(c: Call<R>): R {
-  const a = opAddon();
-  let out: NativeOutputs;
-  try {
-    out = a.opSync(c.name, c.inputs, c.attrs);
-  } catch (err) {
-    rethrowNative(err);
-  } finally {
-    disposeConsumed(c);
-  }
-  return c.finish(out);
-}
-
-async function runAsync<R>(c: Call<R>): Promise<R> {
-  const a = opAddon();
-  let pending: Promise<NativeOutputs>;
-  try {
-    // The binding has read (or taken) every input before op() returns its promise.
-    pending = a.op(c.name, c.inputs, c.attrs);
-  } catch (err) {
-    rethrowNative(err);
-  } finally {
-    disposeConsumed(c);
-  }
-  let out: NativeOutputs;
-  try {
-    out = await pending;
-  } catch (err) {
-    rethrowNative(err);
-  }
-  return c.finish(out);
 }
 
 // ------------------------------------------------------------------ dfe, dfeBackward

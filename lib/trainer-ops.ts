@@ -6,76 +6,18 @@
 // the binding's generic op entry; tensors on different devices are E_DEVICE, never copied) and are
 // spread into its frozen `ops` object.
 //
-// This file keeps its own small copy of the call plumbing instead of importing lib/ops.ts, which
-// imports this file: a cycle would leave `ops` without these functions when this module loads first.
+// The call plumbing is lib/op-call.ts's, shared with lib/ops.ts (not imported from lib/ops.ts,
+// which imports this file: a cycle would leave `ops` without these functions).
 
 import { MghfError, invalidParameterError } from './errors';
-import { type NativeAddon, type NativeOpValue, native, rethrowNative } from './native';
-import { type DeviceHandle, Tensor, type TensorLike, type TensorLocation } from './tensor';
+import { type NativeOpValue } from './native';
+import { type Attrs, type Call, flag, isOpOutput, output, runAsync, runSync, sameDims, sameLocation, scalar, toNative } from './op-call';
+import { Tensor, type TensorLike, type TensorLocation } from './tensor';
 import { checkFinite, checkOptions, is } from './validate';
 
-type Attrs = Record<string, number | boolean | string>;
-type NativeOutputs = Record<string, NativeOpValue>;
 type In = Tensor | TensorLike;
 
-// ------------------------------------------------------------------ plumbing
-
-interface Call<R> {
-  name: string;
-  inputs: NativeOpValue[];
-  attrs: Attrs;
-  finish(out: NativeOutputs): R;
-}
-
-function opAddon(): NativeAddon & Required<Pick<NativeAddon, 'op' | 'opSync'>> {
-  const a = native();
-  if (typeof a.op !== 'function' || typeof a.opSync !== 'function') {
-    throw new MghfError('E_UNSUPPORTED', 'The loaded native binary has no ops (it predates them): rebuild it (`npm rebuild mghf`)');
-  }
-  return a as NativeAddon & Required<Pick<NativeAddon, 'op' | 'opSync'>>;
-}
-
-function runSync<R>(c: Call<R>): R {
-  let out: NativeOutputs;
-  try {
-    out = opAddon().opSync(c.name, c.inputs, c.attrs);
-  } catch (err) {
-    rethrowNative(err);
-  }
-  return c.finish(out);
-}
-
-async function runAsync<R>(c: Call<R>): Promise<R> {
-  let out: NativeOutputs;
-  try {
-    out = await opAddon().op(c.name, c.inputs, c.attrs);
-  } catch (err) {
-    rethrowNative(err);
-  }
-  return c.finish(out);
-}
-
-// Tensors these ops made: finite by construction, so not scanned again when passed back in.
-const made = new WeakSet<Tensor>();
-
-function output(v: NativeOpValue, name: string): Tensor {
-  const t = v as { data?: unknown; dims?: unknown; handle?: unknown; device?: unknown } | undefined;
-  if (t && t.handle !== undefined && typeof t.device === 'number' && Array.isArray(t.dims)) {
-    // A device output: the op's new device tensor, freed by dispose() (or when collected).
-    const out = Tensor.fromDevice(t.handle as DeviceHandle, t.dims as number[], t.device);
-    made.add(out);
-    return out;
-  }
-  if (!t || !is.float32Array(t.data) || !Array.isArray(t.dims)) throw new MghfError('E_NATIVE', `The native op returned no tensor ${name}`);
-  const out = new Tensor(t.data, t.dims as number[]);
-  made.add(out);
-  return out;
-}
-
-function scalar(v: NativeOpValue, name: string): number {
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new MghfError('E_NUMERIC', `The ${name} came out ${String(v)}`);
-  return v;
-}
+// ------------------------------------------------------------------ arguments
 
 /**
  * A float32 tensor argument with `rank` dims (any rank when undefined): a host one is scanned for
@@ -84,42 +26,8 @@ function scalar(v: NativeOpValue, name: string): number {
 function tensorArg(v: unknown, name: string, rank?: number, what = ''): Tensor {
   const t = Tensor.from(v as TensorLike, name);
   if (rank !== undefined && t.dims.length !== rank) throw invalidParameterError('E_SHAPE', `${name}.dims`, `${rank} dims${what}`, t.dims, name);
-  if (t.location === 'cpu' && !made.has(t)) checkFinite(t.data, name, t.dims);
+  if (t.location === 'cpu' && !isOpOutput(t)) checkFinite(t.data, name, t.dims);
   return t;
-}
-
-/**
- * The one location of a call's tensors, or E_DEVICE naming the first two that differ (lib/ops.ts's
- * rule: an op never copies between devices).
- */
-function sameLocation(args: ReadonlyArray<readonly [string, Tensor | undefined]>): TensorLocation {
-  const present = args.filter((a): a is readonly [string, Tensor] => a[1] !== undefined);
-  const [firstName, first] = present[0];
-  for (const [name, t] of present.slice(1)) {
-    if (t.location !== first.location) {
-      throw new MghfError(
-        'E_DEVICE',
-        `Expected ${name} on ${first.location}, where ${firstName} is, but ${name} is on ${t.location}: ` +
-          `ops never copy between devices; move one with t.to('${first.location}') or t.to('${t.location}')`,
-        { argument: name },
-      );
-    }
-  }
-  return first.location;
-}
-
-function sameDims(a: Tensor, aName: string, b: Tensor, bName: string): void {
-  if (a.dims.length !== b.dims.length || a.dims.some((d, i) => d !== b.dims[i])) {
-    throw new MghfError('E_SHAPE', `Expected ${bName} to have the dims of ${aName} ([${a.dims.join(',')}]) but received [${b.dims.join(',')}]`, {
-      argument: bName,
-    });
-  }
-}
-
-function flag(o: Partial<Record<string, unknown>>, key: string, fallback: boolean): boolean {
-  const v = o[key] ?? fallback;
-  if (!is.bool(v)) throw invalidParameterError('E_OPTION', `opts.${key}`, 'a boolean', v);
-  return v;
 }
 
 /** A finite number option in [lo, hi], else E_OPTION. */
@@ -128,10 +36,6 @@ function numberOpt(o: Partial<Record<string, unknown>>, key: string, fallback: n
   if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi) throw invalidParameterError('E_OPTION', `opts.${key}`, text, v);
   return v;
 }
-
-/** A tensor as the op entry takes it: host data and dims, or a device tensor's handle. */
-const toNative = (t: Tensor, name = 'tensor'): NativeOpValue =>
-  (Tensor.deviceHandle(t, name) as NativeOpValue | undefined) ?? { data: t.data, dims: [...t.dims] };
 
 const NCHW = ' [B, C, H, W] (NCHW)';
 
