@@ -609,8 +609,9 @@ const monceSync = <O extends LipOpOptions = LipOpOptions>(G: In, S: In, opts?: O
   runSync(prepareLip(G, S, opts)) as WithGrad<O, LipValue>;
 
 /**
- * The kernels of the loss as functions of CPU host tensors; each async one runs off the event
- * loop, each *Sync one on the calling thread. README "Using the kernels from a trainer" has the
+ * The kernels of the loss (and the trainer ops) as functions of tensors on the CPU or on one CUDA
+ * device, outputs on the inputs' device; each async one runs off the event loop, each *Sync one
+ * on the calling thread. README "Using the kernels from a trainer" has the
  * reference and a composition of MGHF-c.
  */
 export const ops = Object.freeze({

@@ -3,8 +3,9 @@
 // of train/adam.h, each mirroring the CPU meaning in the simplest correct
 // form (one thread per output element, gathers instead of atomics, so every
 // result is deterministic). Device pointers, whole batch per launch on
-// `stream`. Not exposed to JavaScript yet: native/core/tests/
-// test_cuda_trainer_ops.cpp holds them to the CPU kernels.
+// `stream`. cuda/trainer_ops_cuda.cu registers them as the trainer ops' CUDA
+// functions (reached from JavaScript through lib/trainer-ops.ts on device
+// tensors); native/core/tests/test_cuda_trainer_ops.cpp holds them to the CPU kernels.
 #pragma once
 #include <cuda_runtime.h>
 

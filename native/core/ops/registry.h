@@ -36,7 +36,8 @@ void register_n_ops(std::vector<OpInfo>& list);
 // The trainer ops of issue 16 (ops/trainer_ops.h lists their groups).
 void register_trainer_ops(std::vector<OpInfo>& list);
 // The CUDA implementations (cuda/ops_cuda.cu; cuda_stub.cpp in a CPU build):
-// fills `cuda` of the ops above and adds the transfers toDevice and toHost.
+// fills `cuda` of the ops above and adds the transfers toDevice and toHost and
+// mghfLoss (the stub adds toDevice, which throws E_UNSUPPORTED, and mghfLoss).
 void register_cuda_ops(std::vector<OpInfo>& list);
 
 // "cpu" or "cuda:N": where input value v is (for messages).
