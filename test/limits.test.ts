@@ -13,6 +13,9 @@ import { imagePair } from './helpers/fixtures';
 const weights = createWeights({ seed: 3, channels: 8 });
 
 /** ms taken by fn, which must throw an MghfError of `code`; returns the error. */
+// The rejections are timed only to show no work was started: a few ms on a quiet machine against
+// minutes to hours of work (or gigabytes) had the call run; the 1 s bound leaves room for a machine
+// shared with other builds.
 function timedThrow(t0: Test, fn: () => unknown, code: string, pattern: RegExp, what: string): number {
   const start = process.hrtime.bigint();
   let caught: unknown;
@@ -63,7 +66,7 @@ t.test("the issue's runaway calls are rejected at once", async (t) => {
   const a = timedThrow(t, () => mghfLossSync(sr, gt, { weights, patch: 1, stride: 1, pmax: 1e9 }), 'E_OPTION', /opts\.pmax/, 'pmax 1e9');
   const b = timedThrow(t, () => mghfLossSync(sr, gt, { weights, iters: 1e6 }), 'E_OPTION', /opts\.iters/, 'iters 1e6');
   await t.rejects(mghfLoss(sr, gt, { weights, iters: 1e7 }), { code: 'E_OPTION' }, 'async iters 1e7');
-  t.ok(a < 100 && b < 100, `rejected in ${a.toFixed(1)} and ${b.toFixed(1)} ms`);
+  t.ok(a < 1000 && b < 1000, `rejected in ${a.toFixed(1)} and ${b.toFixed(1)} ms`);
 
   // Within every bound but far too much work together: 4,096 patches × 10,000 iterations.
   const big = imagePair([1, 3, 96, 96]);
@@ -74,7 +77,7 @@ t.test("the issue's runaway calls are rejected at once", async (t) => {
     /mghfLoss on \[1,3,96,96\] would take about 2\.\de13 floating-point operations .*LIP .* 4096 patches per map.*over the limit of 2\.0e13.*opts\.iters/,
     'all bounds at once',
   );
-  t.ok(c < 100, `rejected in ${c.toFixed(1)} ms`);
+  t.ok(c < 1000, `rejected in ${c.toFixed(1)} ms`);
   await t.rejects(mghfLoss(big.sr, big.gt, { weights, patch: 8, stride: 1, pmax: 4096, iters: 10_000 }), { code: 'E_LIMIT' }, 'async too');
 });
 
@@ -125,7 +128,7 @@ t.test('createWeights and createHeadWeights refuse absurd sizes at once', async 
     /createWeights\(channels=4096 blocks=64 expand=64\) would allocate 104,379,826,176 parameters \(417\.5 GB.*over the limit of 2\^28/,
     'the issue\'s bounds',
   );
-  t.ok(ms < 200, `in ${ms.toFixed(1)} ms`);
+  t.ok(ms < 1000, `in ${ms.toFixed(1)} ms`);
   timedThrow(t, () => createHeadWeights({ channels: 4096, classes: 100_000 }), 'E_LIMIT', /createHeadWeights.*parameters/, 'a huge head');
   t.equal(Object.keys(createWeights({ channels: 8 }).tensors).length, 13, 'small ones still work');
 });

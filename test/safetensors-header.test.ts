@@ -134,12 +134,12 @@ t.test('a hostile 100 MB file is rejected after reading 8 bytes', async (t) => {
   t.throws(() => countedLoad(path), { code: 'E_WEIGHTS_FILE', message: /hostile\.safetensors.*exceeds the 1000000-byte limit/ });
   const syncMs = Number(process.hrtime.bigint() - t0) / 1e6;
   t.equal(bytesRead, 8, 'only the 8-byte header length was read');
-  t.ok(syncMs < 100, `loadWeightsSync rejected it in ${syncMs.toFixed(2)} ms`);
+  t.ok(syncMs < 1000, `loadWeightsSync rejected it in ${syncMs.toFixed(2)} ms`);
 
   t0 = process.hrtime.bigint();
   await t.rejects(loadWeights(path), { code: 'E_WEIGHTS_FILE', message: /exceeds the 1000000-byte limit/ });
   const asyncMs = Number(process.hrtime.bigint() - t0) / 1e6;
-  t.ok(asyncMs < 100, `loadWeights rejected it in ${asyncMs.toFixed(2)} ms`);
+  t.ok(asyncMs < 1000, `loadWeights rejected it in ${asyncMs.toFixed(2)} ms`);
   t.comment(`hostile 100 MB file: sync ${syncMs.toFixed(2)} ms, async ${asyncMs.toFixed(2)} ms`);
 
   // A valid header followed by 100 MB the header does not account for: rejected before the data is read.
