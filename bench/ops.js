@@ -39,7 +39,32 @@ function counts(batch, height, width, N = 128, M = 64) {
     csc: { fwd: { flop: 2 * 2 * batch * M * M * height * width }, bwd: { flop: 2 * batch * M * M * height * width } },
     lip: { fwd: { flop: lip.fwd }, bwd: { flop: lip.bwd } },
     mse: { fwd: { bytes: 2 * feat }, bwd: { bytes: feat } }, // reads G, S; backward writes dS
+    // The DFE pieces (NOTES, "Counted floor: MGHF-n", K = 1): normalize reads x and writes x̂; the
+    // stem is 6,912 FLOP/px, the coupling block (mix + φ, ρ, η) 137,984, the same again for the
+    // input gradient and once more for the weight gradients.
+    normalize: { fwd: { bytes: 2 * px * 3 * 4 }, bwd: { bytes: 2 * px * 3 * 4 } },
+    stem: { fwd: { flop: STEM_FLOP_PX * px }, bwd: { flop: STEM_FLOP_PX * px }, bwdW: { flop: 2 * STEM_FLOP_PX * px } },
+    coupling: { fwd: { flop: COUPLING_FLOP_PX * px }, bwd: { flop: COUPLING_FLOP_PX * px }, bwdW: { flop: 2 * COUPLING_FLOP_PX * px } },
   };
+}
+
+const STEM_FLOP_PX = 6912;
+const COUPLING_FLOP_PX = DFE_CONV_FLOP_PX - STEM_FLOP_PX;
+
+// The DFE pieces of one image batch: normalize → stem → coupling 0, each forward with its tape and
+// each backward with and without the weight gradients. `x` is on the device the rows are for.
+function pieceRows(ops, x, C, add, med) {
+  add('normalize', 'forward', C.normalize.fwd, med(() => ops.normalizeSync(x).dispose()));
+  const xh = ops.normalizeSync(x);
+  add('normalizeBackward', 'backward', C.normalize.bwd, med(() => ops.normalizeBackwardSync(xh).dispose()));
+  add('stem', 'forward + tape', C.stem.fwd, med(() => { const r = ops.stemSync(xh); r.z.dispose(); r.tape.dispose(); }));
+  const stem = ops.stemSync(xh);
+  add('stemBackward', 'backward (input)', C.stem.bwd, med(() => ops.stemBackwardSync(stem.tape, stem.z).dx.dispose()));
+  add('stemBackward', 'backward (input + weights)', C.stem.bwdW, med(() => ops.stemBackwardSync(stem.tape, stem.z, { weightGrad: true }).dx.dispose()));
+  add('coupling', 'forward + tape', C.coupling.fwd, med(() => { const r = ops.couplingSync(stem.z); r.y.dispose(); r.tape.dispose(); }));
+  const block = ops.couplingSync(stem.z);
+  add('couplingBackward', 'backward (input)', C.coupling.bwd, med(() => ops.couplingBackwardSync(block.tape, block.y).dx.dispose()));
+  add('couplingBackward', 'backward (input + weights)', C.coupling.bwdW, med(() => ops.couplingBackwardSync(block.tape, block.y, { weightGrad: true }).dx.dispose()));
 }
 
 function timeIt(fn, repeat, warmup) {
@@ -106,6 +131,7 @@ function runOps(lib, h, cli) {
       term('csc', (grad) => ops.cscSync(G, S, sel, { grad }), C.csc);
       term('lip', (grad) => ops.lipSync(G, S, { grad }), C.lip);
       term('mseTerm', (grad) => ops.mseTermSync(G, S, { grad }), C.mse);
+      pieceRows(ops, sr, C, add, med);
     });
   }
   if (gpu.use) for (const kase of cases) cudaRows(lib, h, cli, kase, counts(kase.batch, kase.height, kase.width), rows, out);
@@ -209,6 +235,7 @@ function cudaRows(lib, h, cli, kase, C, rows, out) {
     term('csc', (grad) => ops.cscSync(G, S, sel, { grad }), C.csc);
     term('lip', (grad) => ops.lipSync(G, S, { grad }), C.lip);
     term('mseTerm', (grad) => ops.mseTermSync(G, S, { grad }), C.mse);
+    pieceRows(ops, sr, C, add, med);
     const onDevice = med(() => mghfLossSync(sr, gt).grad.dispose());
     const fromHost = med(() => mghfLossSync(host.sr, host.gt, { device: 'cuda' }).grad.dispose());
     rows.push([kase.name, 'mghfLoss (cuda)', 'device tensors in, grad on device', (onDevice * 1e3).toFixed(2), '', '', '']);
@@ -217,4 +244,4 @@ function cudaRows(lib, h, cli, kase, C, rows, out) {
   });
 }
 
-module.exports = { runOps, counts };
+module.exports = { runOps, counts, pieceRows };
