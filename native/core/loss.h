@@ -148,6 +148,28 @@ NumericContext numeric_context(const LossOptions& o, const DfeWeights<T>& w) {
   return c;
 }
 
+// ∂L/∂S of one map of P values, written over S's map once nothing reads it any more: kn·(S − G)
+// (L_n's gradient, kn = Γ1·2/(B·N·H·W), 0 without the term) + the CSC gradient of the map when it
+// is kept (cp, else null) + the LIP gradient (lipg, else null), added in this order. The term op
+// that reads S last runs it (ops/deferred_gradient.h, attr overS), map by map after its last read,
+// so the loss composed from the ops needs no N-map ∂L/∂S buffer besides G and S: the peak of
+// issue 14's fused loss (bench/NOTES.md "One composition of the loss").
+template <class T>
+void assemble_gradient_map(T* sp, const T* gp, int64_t P, T kn, const T* cp, const T* lipg) {
+  for (int64_t p = 0; p < P; ++p) {
+    T d = (sp[p] - gp[p]) * kn;
+    if (cp) d += cp[p];
+    if (lipg) d += lipg[p];
+    sp[p] = d;
+  }
+}
+
+// kn of assemble_gradient_map (and the mseTerm op's gradient scale): Γ1·2/(B·N·H·W) in T.
+template <class T>
+T n_gradient_scale(double gamma1, int64_t count) {
+  return T(gamma1 * 2.0 / double(count));
+}
+
 // The CPU backend's loss. Its stages are the very functions the CPU ops call
 // (ops/*_ops.cpp), so the loss composed from the ops (ops/loss_ops.h's
 // compose_loss, the CUDA backend's only loss) gives its bits on the CPU
