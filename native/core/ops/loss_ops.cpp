@@ -116,7 +116,8 @@ ComposedLoss compose_loss(const Value& sr, const Value& gt, const Value& weights
   features.set("tape", flag(false));
   features.set("of", text("gt"));
   const bool host = sr.kind != Kind::Device;
-  const int64_t count = int64_t(dims_of(sr)[0]) * N * dims_of(sr)[2] * dims_of(sr)[3];
+  const std::vector<int64_t>& d = dims_of(sr);  // the dfe op checks them; 0: no scratch asked for
+  const int64_t count = d.size() == 4 ? d[0] * N * d[2] * d[3] : 0;
   // On the host, the DFE's scratch is the block the next buffer asked for takes from the block
   // cache (S after gt's DFE, the CSC's kept gradient after sr's), as the fused loss lent them.
   if (host) features.set("scratch", number(double(count)));
