@@ -387,7 +387,7 @@ function cudaOpsTests(emulated: boolean): void {
         }
       }
     });
-    // profile on host tensors: the composition laps mghf_loss's stages, in its order.
+    // profile on host tensors: the CUDA composition laps the CPU loss's stages, in its order.
     const o = { weights, M: 4, ...lipOpts, profile: true };
     const cuda = mghfLossSync(sr, gt, { ...o, device: 'cuda' });
     const cpu = mghfLossSync(sr, gt, { ...o, device: 'cpu' });

@@ -1,8 +1,9 @@
-// The loss composed from the ops in C++ (native/core/ops/loss_ops.cpp's compose_loss: THE loss of
-// the CUDA backend, and the mghfLoss op on host tensors) against the CPU backend's mghfLoss
-// (loss.h's mghf_loss, which calls the very functions the CPU ops call): the same loss, parts,
-// skipped parts, selection, importance and gradient, bit for bit, for every golden fixture and for
-// random cases; E_NUMERIC naming the same stage.
+// The mghfLoss op on host tensors (native/core/ops/loss_ops.cpp's compose_loss, THE loss of every
+// backend) against the public mghfLossSync on the CPU, which runs the same composition through the
+// CPU backend: the same loss, parts, skipped parts, selection, importance and gradient, bit for
+// bit, for every golden fixture and for random cases; E_NUMERIC naming the same stage. That the
+// composition gives the bits of the fused loss it replaced on the CPU is ctest loss_composed_bits
+// (native/core/tests/reference_loss.h); the golden values, test/loss.test.ts and loss-c.test.ts.
 import t, { type Test } from 'tap';
 import { Tensor, createWeights, mghfLossSync, type DfeWeights, type LossOptions, type LossResult, type PartName } from '../lib/index';
 import { native } from '../lib/native';

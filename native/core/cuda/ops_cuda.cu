@@ -221,7 +221,7 @@ Outputs dfe_backward_cuda(std::vector<Value>& in, const Attrs&) {
 // ---------------------------------------------------------------- the terms
 
 // entropy_ops.cpp's op: the importance on the device, the choice on the host
-// (select_channels, as mghf_loss does). Outputs are host vectors.
+// (select_channels, as the CPU op does). Outputs are host vectors.
 Outputs entropy_prune_reweight_cuda(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "entropyPruneReweight";
   DeviceTensor& G = device_input(in, 0, op, "G", 4);

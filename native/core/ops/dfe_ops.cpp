@@ -1,6 +1,6 @@
 // The DFE as ops (SPEC §2): `dfe` (x → F and, unless tape: false, the tape its
 // backward needs) and `dfeBackward` (tape, dF → dx). The same dfe_forward /
-// dfe_backward over FastKernels that mghf_loss runs.
+// dfe_backward over FastKernels, the loss's DFE stages (ops/loss_ops.h composes them).
 #include "dfe.h"
 #include "kernels_fast.h"
 #include "ops/registry.h"
@@ -34,7 +34,10 @@ NumericContext weights_context(const DfeWeights<float>& w) {
   return c;
 }
 
-// inputs: x [B, 3, H, W], weights. attrs: inputRange ('unit' | 'symmetric'), tape (default true).
+// inputs: x [B, 3, H, W], weights. attrs: inputRange ('unit' | 'symmetric'), tape (default true);
+// internal: scratch, the DFE's scratch made at least this many floats, so that the buffer a later op
+// of the loss composition asks for (S, dKept) is that very block again from the block cache, as the
+// fused loss lent those buffers to the DFE (without it, B=4 256²: +32 MiB peak).
 // outputs: F [B, N, H, W], tape (when asked).
 Outputs dfe(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "dfe";
@@ -50,8 +53,11 @@ Outputs dfe(std::vector<Value>& in, const Attrs& attrs) {
   Value F = Value::tensor({B, N, H, W});
   std::shared_ptr<DfeTapeState> state;
   if (attrs.flag("tape", true)) state = std::make_shared<DfeTapeState>(wv.weights, B, H, W, range);
+  const double ask = attrs.number("scratch", 0);
+  const int64_t need = dfe_scratch_elems<float>(w.arch, H, W, state != nullptr);
+  Buffer<float> scratch(size_t(ask > double(need) && ask <= double(F.count()) ? int64_t(ask) : need));
   dfe_forward<float, FastKernels>(w, x.f32.data(), B, H, W, range, F.f32.mut(),
-                                  state ? &state->tape : nullptr, ambient_cancel());
+                                  state ? &state->tape : nullptr, ambient_cancel(), scratch.data());
   const char* what = nullptr;
   const NumericStage stage = features_stage(attrs, &what);
   check_finite(F.f32.data(), F.count(), stage, what, [&] { return weights_context(w); });

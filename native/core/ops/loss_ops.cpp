@@ -115,26 +115,47 @@ ComposedLoss compose_loss(const Value& sr, const Value& gt, const Value& weights
   features.set("inputRange", text(range));
   features.set("tape", flag(false));
   features.set("of", text("gt"));
+  const bool host = sr.kind != Kind::Device;
+  const std::vector<int64_t>& d = dims_of(sr);  // the dfe op checks them; 0: no scratch asked for
+  const int64_t count = d.size() == 4 ? d[0] * N * d[2] * d[3] : 0;
+  // On the host, the DFE's scratch is the block the next buffer asked for takes from the block
+  // cache (S after gt's DFE, the CSC's kept gradient after sr's), as the fused loss lent them.
+  if (host) features.set("scratch", number(double(count)));
   Outputs g = run("dfe", {gt, weights}, features);
   stage.next();
+  const bool keeps = host && o.grad && plan.do_csc;  // the csc op makes dKept (below)
+  features.set("scratch", number(keeps ? double(count / N * std::min(o.M, N)) : 0.0));
   features.set("tape", flag(o.grad));
   features.set("of", text("sr"));
   Outputs s = run("dfe", {sr, weights}, features);
   Value G = output(g, "F"), S = output(s, "F");
   stage.clock.lap("dfe_forward");
 
-  Value dS;  // the gradient so far: each term adds onto it (None: zeros)
-  auto term = [&](double scale) {
+  // On host tensors, ∂L/∂S gets no buffer of its own: the terms before the last one keep their
+  // gradients small (L_n's as its scale, CSC's as the M kept maps, dKept) and the last term op,
+  // the last reader of S, writes all of ∂L/∂S over S map by map (overS, ops/deferred_gradient.h):
+  // the peak of the fused loss, G, S, the tape and M maps (bench/NOTES.md "One composition of the
+  // loss"). On a device, each term adds into the gradient so far (dS, one N-map tensor more).
+  const bool last_n = !plan.do_csc && !plan.do_lip, last_csc = plan.do_csc && !plan.do_lip;
+  const bool defer = host && o.grad;
+  Value dS;     // the gradient so far: each term adds onto it (None: zeros)
+  Value dKept;  // deferred: the CSC term's gradient of the kept maps, and their channels
+  Value keptSelected;
+  auto term = [&](double scale, bool last) {
     Attrs a;
     a.set("scale", number(scale));
-    a.set("grad", flag(o.grad));
+    a.set("grad", flag(o.grad && (!defer || last)));
+    if (defer && last) {
+      a.set("overS", flag(true));
+      a.set("nScale", number(plan.do_n ? plan.g1 : 0));
+    }
     return a;
   };
   if (plan.do_n) {
     stage.next();
-    Outputs t = run("mseTerm", {G, S, dS}, term(plan.g1));
+    Outputs t = run("mseTerm", {G, S, dS}, term(plan.g1, last_n));
     r.n = output(t, "n").scalar;
-    if (o.grad) dS = output(t, "dS");
+    if (o.grad && (!defer || last_n)) dS = output(t, "dS");
     stage.clock.lap("n");
   }
   if (plan.do_csc) {
@@ -148,7 +169,11 @@ ComposedLoss compose_loss(const Value& sr, const Value& gt, const Value& weights
     Outputs sel = run("entropyPruneReweight", {G, S, chosen}, e);
     stage.clock.lap("importance");
     stage.next();
-    Attrs c = term(plan.g2);
+    Attrs c = term(plan.g2, last_csc);
+    if (defer && !last_csc) {
+      c.set("grad", flag(true));
+      c.set("keptGrad", flag(true));
+    }
     c.set("beta1", number(plan.b1 ? o.beta1 : 0));
     c.set("beta2", number(plan.b2 ? o.beta2 : 0));
     c.set("beta3", number(plan.b3 ? o.beta3 : 0));
@@ -157,7 +182,12 @@ ComposedLoss compose_loss(const Value& sr, const Value& gt, const Value& weights
     r.corr = output(t, "corr").scalar;
     r.gram = output(t, "gram").scalar;
     r.csc = output(t, "csc").scalar;
-    if (o.grad) dS = output(t, "dS");
+    if (defer && !last_csc) {
+      dKept = output(t, "dKept");
+      keptSelected = output(sel, "selected");
+    } else if (o.grad) {
+      dS = output(t, "dS");
+    }
     if (o.details) {
       r.importance = std::move(output(sel, "importance").f64);
       const std::vector<int32_t>& chosen_now = output(sel, "selected").i32;
@@ -167,7 +197,7 @@ ComposedLoss compose_loss(const Value& sr, const Value& gt, const Value& weights
   }
   if (plan.do_lip) {
     stage.next();
-    Attrs l = term(plan.g3);
+    Attrs l = term(plan.g3, true);
     l.set("patch", number(o.lip.patch));
     l.set("stride", number(o.lip.stride));
     l.set("pmax", number(o.lip.pmax));
@@ -176,9 +206,10 @@ ComposedLoss compose_loss(const Value& sr, const Value& gt, const Value& weights
     l.set("Q", number(o.lip.monce.Q));
     l.set("iters", number(o.lip.monce.iters));
     l.set("sinkhornGrad", flag(o.lip.monce.sinkhorn_grad));
-    Outputs t = run("lip", {G, S, dS}, l);
+    Outputs t = run("lip", {G, S, dS, dKept, keptSelected}, l);
     r.lip = output(t, "lip").scalar;
     if (o.grad) dS = output(t, "dS");
+    dKept = Value();
     stage.clock.lap("lip");
   }
   r.loss = plan.c ? plan.g1 * r.n + plan.g2 * r.csc + plan.g3 * r.lip : r.n;
@@ -186,7 +217,7 @@ ComposedLoss compose_loss(const Value& sr, const Value& gt, const Value& weights
   if (!o.grad) return out;
   stage.next();
   // The backward needs neither feature tensor: free both before it runs (peak memory), here
-  // and in the op outputs that still share them.
+  // and in the op outputs that still share them (on the host, S's buffer is dS's now).
   G = Value();
   S = Value();
   g.clear();

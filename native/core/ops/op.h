@@ -2,8 +2,7 @@
 // attributes and returns named values. The binding converts JavaScript values
 // to and from these without knowing any op; each op group (one file per group
 // under native/core/ops/) registers its ops by name (registry.h) and calls the
-// same core functions the loss uses, so a composition of ops computes what
-// mghf_loss computes.
+// same core functions, and the loss itself is their composition (ops/loss_ops.h).
 //
 // Tensor inputs are read in place, not copied (F32Data): an op that writes
 // into an input declares it by taking it through writable(), which copies
@@ -289,7 +288,7 @@ inline FeaturePair feature_pair(std::vector<Value>& in, const std::string& op) {
 
 // The cancel flag of the loss composition running on this thread (loss_ops.cpp sets it for the
 // duration of one compose_loss): the long ops (dfe, lip) read it, so a cancel raised mid-stage
-// stops the DFE between blocks and Sinkhorn between iterations, as in mghf_loss. An op runs on
+// stops the DFE between blocks and Sinkhorn between iterations. An op runs on
 // the thread that calls it, so a thread-local is exactly "the call this op belongs to".
 inline const CancelFlag*& ambient_cancel() {
   static thread_local const CancelFlag* flag = nullptr;
@@ -307,7 +306,7 @@ class AmbientCancel {
 };
 
 // The dfe op's optional attr `of` ("gt" or "sr"): which image's features these are, so that the
-// loss composition's E_NUMERIC names the stage mghf_loss names (DfeForwardGt/Sr); absent: the
+// loss composition's E_NUMERIC names the loss's stage (DfeForwardGt/Sr); absent: the
 // plain op's Features.
 inline NumericStage features_stage(const Attrs& attrs, const char** what) {
   const std::string of = attrs.text("of", "");

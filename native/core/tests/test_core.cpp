@@ -17,6 +17,7 @@
 #include "entropy.h"
 #include "csc.h"
 #include "lip.h"
+#include "reference_loss.h"
 #include "test_util.h"
 
 using namespace mghf;
@@ -412,16 +413,16 @@ void test_loss_gradcheck() {
   LossOptions opt;
   opt.variant = Variant::N;
   auto f = [&](const std::vector<double>& x) {
-    return mghf_loss<double, Ref>(w, x.data(), gt.data(), s, opt).loss;
+    return reference_loss<double, Ref>(w, x.data(), gt.data(), s, opt).loss;
   };
-  auto r = mghf_loss<double, Ref>(w, sr.data(), gt.data(), s, opt);
+  auto r = reference_loss<double, Ref>(w, sr.data(), gt.data(), s, opt);
   std::vector<double> g(r.grad.data(), r.grad.data() + r.grad.size());
   CHECK(r.loss > 0, "loss %g", r.loss);
   for (int rep = 0; rep < 3; ++rep) {
     double e = directional_error(f, sr, g, rng);
     CHECK(e < 1e-5, "loss_n directional error %g", e);
   }
-  auto zero = mghf_loss<double, Ref>(w, gt.data(), gt.data(), s, opt);
+  auto zero = reference_loss<double, Ref>(w, gt.data(), gt.data(), s, opt);
   CHECK(zero.loss == 0, "identical images give loss %g", zero.loss);
   CHECK(zero.skipped.size() == 5, "variant n skips the five MGHF-c parts");
 }
@@ -446,7 +447,7 @@ void test_loss_fast_vs_reference() {
     LossOptions opt;
     opt.variant = Variant::N;
     opt.range = range;
-    auto rd = mghf_loss<double, Ref>(wd, sr.data(), gt.data(), s, opt);
+    auto rd = reference_loss<double, Ref>(wd, sr.data(), gt.data(), s, opt);
     auto rf = cpu_backend().loss(wf, srf.data(), gtf.data(), s, opt);
     const double le = std::fabs(rf.loss - rd.loss);
     CHECK(le <= 1e-4 * std::fabs(rd.loss) + 1e-7, "loss %g vs reference %g", rf.loss, rd.loss);
@@ -665,7 +666,7 @@ void test_monce_log_domain() {
   }
 }
 
-// A raised cancel flag stops lip_loss and mghf_loss with E_ABORTED.
+// A raised cancel flag stops lip_loss and the CPU backend's loss with E_ABORTED.
 void test_cancel() {
   DfeArchitecture a{8, 1, 2};
   auto w = random_weights<float>(a, 5);
@@ -780,8 +781,8 @@ void test_loss_c_gradcheck() {
   opt.lip.stride = 3;
   opt.lip.monce.iters = 6;
   opt.gamma3 = 0.05;
-  auto f = [&](const std::vector<double>& x) { return mghf_loss<double, Ref>(w, x.data(), gt.data(), s, opt).loss; };
-  auto r = mghf_loss<double, Ref>(w, sr.data(), gt.data(), s, opt);
+  auto f = [&](const std::vector<double>& x) { return reference_loss<double, Ref>(w, x.data(), gt.data(), s, opt).loss; };
+  auto r = reference_loss<double, Ref>(w, sr.data(), gt.data(), s, opt);
   CHECK(r.skipped.empty(), "all parts on");
   CHECK(r.n > 0 && r.mse > 0 && r.corr > 0 && r.gram > 0 && r.lip > 0, "parts %g %g %g %g %g", r.n, r.mse, r.corr, r.gram, r.lip);
   const double total = opt.gamma1 * r.n + opt.gamma2 * (opt.beta1 * r.mse + opt.beta2 * r.corr + opt.beta3 * r.gram) + opt.gamma3 * r.lip;
@@ -793,7 +794,7 @@ void test_loss_c_gradcheck() {
   }
   // A Γ of 0 skips its term and reports it as 0.
   opt.gamma3 = 0;
-  auto r2 = mghf_loss<double, Ref>(w, sr.data(), gt.data(), s, opt);
+  auto r2 = reference_loss<double, Ref>(w, sr.data(), gt.data(), s, opt);
   CHECK(r2.lip == 0 && std::find(r2.skipped.begin(), r2.skipped.end(), "lip") != r2.skipped.end(), "lip skipped");
 }
 
@@ -839,7 +840,7 @@ void test_loss_c_fast_vs_reference() {
     opt.lip.stride = c.stride;
     opt.lip.pmax = c.pmax;
     opt.lip.monce = {c.tau, c.eps_ot, c.Q, c.iters, c.sinkhorn_grad};
-    auto rd = mghf_loss<double, Ref>(wd, sr.data(), gt.data(), s, opt);
+    auto rd = reference_loss<double, Ref>(wd, sr.data(), gt.data(), s, opt);
     opt.selected = rd.selected;  // near-ties may legitimately select differently (SPEC §8)
     auto rf = cpu_backend().loss(wf, srf.data(), gtf.data(), s, opt);
     auto near = [](double v, double ref) { return std::fabs(v - ref) <= 1e-4 * std::fabs(ref) + 1e-7; };
