@@ -38,6 +38,8 @@ void register_trainer_ops(std::vector<OpInfo>& list);
 // The CUDA implementations (cuda/ops_cuda.cu; cuda_stub.cpp in a CPU build):
 // fills `cuda` of the ops above and adds the transfers toDevice and toHost.
 void register_cuda_ops(std::vector<OpInfo>& list);
+// The DFE pieces' CUDA functions (cuda/dfe_piece_ops_cuda.cu), called by register_cuda_ops in a CUDA build.
+void register_cuda_dfe_piece_ops(std::vector<OpInfo>& list);
 
 // "cpu" or "cuda:N": where input value v is (for messages).
 std::string location_of(const Value& v);
