@@ -275,6 +275,8 @@ function prepareDfeBackward(tape: unknown, dF: unknown, opts: unknown): Call<Ten
 }
 
 // ------------------------------------------------------------------ the DFE's pieces
+// Each on host tensors or on tensors of one CUDA device (its CUDA function then runs, and a forward's
+// tape lives on that device: its backward takes dy there). Weight gradients are host Float64Arrays.
 
 export interface PieceOptions {
   /** DFE weights (loadWeights / createWeights). Default: the bundled pretrained weights. */
@@ -314,7 +316,7 @@ function rangeOption(o: Partial<Record<string, unknown>>): InputRange {
 
 function prepareNormalize(x: unknown, opts: unknown): Call<Tensor> {
   const inputRange = rangeOption(checkOptions(opts, NORMALIZE_OPTION_NAMES));
-  const xT = toImageTensor(x, 'x', 'NCHW', inputRange);
+  const xT = imageArg(x, inputRange);
   return { name: 'normalize', inputs: [toNative(xT)], attrs: { inputRange }, finish: (out) => output(out.xh, 'xh') };
 }
 
@@ -339,7 +341,7 @@ function pieceForward(name: 'stem' | 'coupling', outName: 'z' | 'y', input: Tens
       const t = output(out[outName], outName);
       if (!withTape) return { out: t };
       if (out.tape === undefined) throw new MghfError('E_NATIVE', `The native ${name} op returned no tape`);
-      return { out: t, tape: new DfeTape(TAPE_KEY, out.tape as OpHandle, input.dims, t.dims) };
+      return { out: t, tape: new DfeTape(TAPE_KEY, out.tape as OpHandle, input.dims, t.dims, input.location) };
     },
   };
 }
@@ -380,6 +382,14 @@ function preparePieceBackward(name: 'stemBackward' | 'couplingBackward', tape: u
   if (!(tape instanceof DfeTape)) throw invalidParameterError('E_ARGUMENT', 'tape', `the tape of ${what}`, tape);
   const handle = DfeTape.handleOf(tape, 'tape');
   const dT = featureArg(d, 'dy');
+  if (dT.location !== tape.location) {
+    throw new MghfError(
+      'E_DEVICE',
+      `Expected dy on ${tape.location}, where tape (${tape.describe()}) is, but dy is on ${dT.location}: ` +
+        `ops never copy between devices; move dy with dy.to('${tape.location}')`,
+      { argument: 'dy' },
+    );
+  }
   if (dT.dims.length !== tape.featureDims.length || dT.dims.some((v, i) => v !== tape.featureDims[i])) {
     throw new MghfError('E_SHAPE', `Expected dy to have the dims of the output ([${tape.featureDims.join(',')}]) but received [${dT.dims.join(',')}]`, { argument: 'dy' });
   }
@@ -629,7 +639,7 @@ export const ops = Object.freeze({
   /** dx = dx̂ · ∂x̂/∂x (a constant per channel). */
   normalizeBackward: async (dxh: In, opts?: { inputRange?: InputRange }): Promise<Tensor> => runAsync(prepareNormalizeBackward(dxh, opts)),
   normalizeBackwardSync: (dxh: In, opts?: { inputRange?: InputRange }): Tensor => runSync(prepareNormalizeBackward(dxh, opts)),
-  /** The 3×3 stem conv: x̂ [B, 3, H, W] → z [B, N, H, W] (reflection padding), and its tape. */
+  /** The 3×3 stem conv: x̂ [B, 3, H, W] → z [B, N, H, W] (stride 1, zero padding 1: SPEC §2), and its tape. */
   stem: async (xh: In, opts?: PieceOptions): Promise<{ z: Tensor; tape?: DfeTape }> =>
     runAsync(prepareStem(xh, opts)).then(({ out, tape }) => ({ z: out, tape })),
   stemSync: (xh: In, opts?: PieceOptions): { z: Tensor; tape?: DfeTape } => {

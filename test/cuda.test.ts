@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { writeImageFolder } from './helpers/image-folder';
+import { cudaDfePieceTests } from './helpers/cuda-dfe-pieces';
 import { cudaTrainerOpsTests, cudaTrainerOpsUnavailableTests } from './helpers/cuda-trainer-ops';
 import { fixtureNames, imagePair, loadFixture, relativeL2, withinValueTolerance } from './helpers/fixtures';
 
@@ -152,6 +153,7 @@ if (!info.cuda.available) {
 
   cudaOpsTests(emulated);
   cudaTrainerOpsTests(emulated);
+  cudaDfePieceTests();
 }
 
 // ---------------------------------------------------------------- ops on CUDA tensors (issue 15)

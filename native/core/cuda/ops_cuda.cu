@@ -357,6 +357,7 @@ Outputs loss_cuda(std::vector<Value>& in, const Attrs& attrs) {
 void register_cuda_ops(std::vector<OpInfo>& list) {
   set_cuda(list, "dfe", dfe_cuda);
   set_cuda(list, "dfeBackward", dfe_backward_cuda);
+  register_cuda_dfe_piece_ops(list);  // normalize, stem, coupling and their backwards
   set_cuda(list, "entropyPruneReweight", entropy_prune_reweight_cuda);
   set_cuda(list, "csc", csc_cuda);
   set_cuda(list, "lip", lip_cuda);

@@ -39,6 +39,8 @@ void register_trainer_ops(std::vector<OpInfo>& list);
 // fills `cuda` of the ops above and adds the transfers toDevice and toHost and
 // mghfLoss (the stub adds toDevice, which throws E_UNSUPPORTED, and mghfLoss).
 void register_cuda_ops(std::vector<OpInfo>& list);
+// The DFE pieces' CUDA functions (cuda/dfe_piece_ops_cuda.cu), called by register_cuda_ops in a CUDA build.
+void register_cuda_dfe_piece_ops(std::vector<OpInfo>& list);
 
 // "cpu" or "cuda:N": where input value v is (for messages).
 std::string location_of(const Value& v);
