@@ -244,4 +244,4 @@ function cudaRows(lib, h, cli, kase, C, rows, out) {
   });
 }
 
-module.exports = { runOps, counts, pieceRows };
+module.exports = { runOps, counts, pieceRows, timeIt };

@@ -123,16 +123,8 @@ function loadLibrary() {
 // Inputs: deterministic, image-like. gt is a sum of a few smooth waves plus faint texture,
 // sr = gt + small noise, both clamped to [0, 1].
 
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The library's seeded generator (lib/srnet.ts), so the bench's inputs are the ones SrNet's seeds give.
+const mulberry32 = (seed) => require('../dist/srnet').mulberry32(seed);
 
 function makeInputs(Tensor, batch, height, width, seed = 0) {
   const rand = mulberry32(seed);

@@ -24,16 +24,8 @@ async function time(fn, repeat, warmup) {
   return median(t);
 }
 
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The library's seeded generator (lib/srnet.ts), so the bench's inputs are the ones SrNet's seeds give.
+const mulberry32 = (seed) => require('../dist/srnet').mulberry32(seed);
 
 const B = 16, HR = 128, LR = 32, C = 32, BLOCKS = 4;
 

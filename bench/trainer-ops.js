@@ -6,16 +6,7 @@
 const PEAK_GFLOPS = 370; // as bench/ops.js: register-only FMA, 2 threads
 const STREAM_GBS = 20;
 
-function timeIt(fn, repeat, warmup) {
-  for (let i = 0; i < warmup; i++) fn();
-  const ts = [];
-  for (let i = 0; i < repeat; i++) {
-    const t0 = process.hrtime.bigint();
-    fn();
-    ts.push(Number(process.hrtime.bigint() - t0) / 1e9);
-  }
-  return ts;
-}
+const { timeIt } = require('./ops');
 
 function randomTensor(Tensor, dims, scale = 1) {
   const n = dims.reduce((a, b) => a * b, 1);

@@ -16,6 +16,7 @@
 
 #include "../ops/loss_ops.h"
 #include "cuda_backend.h"
+#include "call_stream.h"
 #include "cuda_check.h"
 #include "cuda_mghfc.h"
 #include "dfe_kernels.h"
@@ -129,26 +130,7 @@ CudaStatus probe(int device) {
 
 // ---- per-call resources: RAII, destroyed in the safe order ------------------
 
-
-// The call's own stream. Destroying it first drains it, so device memory
-// declared before it goes back to the cache only once no kernel uses it, on
-// the error paths too.
-class Stream {
- public:
-  Stream() { MGHF_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
-  ~Stream() {
-    (void)cudaStreamSynchronize(s_);
-    (void)cudaStreamDestroy(s_);
-    (void)cudaGetLastError();
-  }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-  operator cudaStream_t() const { return s_; }
-  void sync() { MGHF_CUDA_CHECK(cudaStreamSynchronize(s_)); }
-
- private:
-  cudaStream_t s_ = nullptr;
-};
+using cuda::Stream;  // call_stream.h
 
 // Every device buffer of one features() call. Declared before the Stream, so destroyed after it.
 struct CallMemory {

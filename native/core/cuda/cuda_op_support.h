@@ -12,6 +12,7 @@
 #include "../ops/op.h"
 #include "../ops/registry.h"
 #include "cuda_backend.h"
+#include "call_stream.h"
 #include "cuda_check.h"
 #include "device_buffer.h"
 
@@ -35,24 +36,7 @@ inline std::shared_ptr<DeviceTensor> new_tensor(int device, std::vector<int64_t>
   return std::make_shared<CudaTensor>(device, std::move(dims));
 }
 
-// The call's own stream; destroying it drains it (first, as it is declared
-// after every buffer the call uses), on the error paths too.
-class Stream {
- public:
-  Stream() { MGHF_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
-  ~Stream() {
-    (void)cudaStreamSynchronize(s_);
-    (void)cudaStreamDestroy(s_);
-    (void)cudaGetLastError();
-  }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-  operator cudaStream_t() const { return s_; }
-  void sync() { MGHF_CUDA_CHECK(cudaStreamSynchronize(s_)); }
-
- private:
-  cudaStream_t s_ = nullptr;
-};
+using cuda::Stream;  // call_stream.h
 
 inline void require_cuda(int device, const std::string& op) {
   const CudaStatus st = cuda_status(device);
