@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../numeric_checks.h"
+#include "../ops/dfe_args.h"
 #include "cuda_op_support.h"
 #include "dfe_kernels.h"
 #include "train_kernels.h"
@@ -25,16 +26,6 @@ namespace {
 
 using cuda::DeviceBuffer;
 using cuda::DeviceScope;
-
-InputRange range_attr(const Attrs& attrs) {
-  return attrs.text("inputRange", "unit") == "symmetric" ? InputRange::Symmetric : InputRange::Unit;
-}
-
-std::shared_ptr<const DfeWeights<float>> weights_input(std::vector<Value>& in, size_t i, const std::string& op) {
-  Value& wv = input(in, i, op, "weights");
-  if (wv.kind != Kind::Weights || !wv.weights) op_fail(op, "weights must be DFE weights", "E_WEIGHTS");
-  return wv.weights;
-}
 
 template <class T>
 void copy_device(T* to, const T* from, size_t n, cudaStream_t stream) {

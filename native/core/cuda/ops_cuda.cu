@@ -14,6 +14,7 @@
 
 #include "../entropy.h"  // select_channels
 #include "../numeric_checks.h"
+#include "../ops/dfe_args.h"
 #include "../ops/loss_ops.h"
 #include "../ops/registry.h"
 #include "../ops/term_args.h"
@@ -152,17 +153,15 @@ class CudaDfeTapeState final : public OpState {
 Outputs dfe_cuda(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "dfe";
   DeviceTensor& x = device_input(in, 0, op, "x", 4);
-  Value& wv = input(in, 1, op, "weights");
-  if (wv.kind != Kind::Weights || !wv.weights) op_fail(op, "weights must be DFE weights", "E_WEIGHTS");
+  const std::shared_ptr<const DfeWeights<float>> wp = weights_input(in, 1, op);
   if (x.dims()[1] != 3) op_fail(op, "x must have 3 channels", "E_SHAPE");
   if (x.dims()[2] < 2 || x.dims()[3] < 2) op_fail(op, "x must be at least 2×2", "E_TOO_SMALL");
-  const DfeWeights<float>& w = *wv.weights;
+  const DfeWeights<float>& w = *wp;
   const int B = int(x.dims()[0]), H = int(x.dims()[2]), W = int(x.dims()[3]), N = w.arch.channels;
-  const InputRange range =
-      attrs.text("inputRange", "unit") == "symmetric" ? InputRange::Symmetric : InputRange::Unit;
+  const InputRange range = range_attr(attrs);
   require_cuda(x.device(), op);
   DeviceScope scope(x.device());
-  auto state = std::make_shared<CudaDfeTapeState>(wv.weights, x.device(), B, H, W, range);
+  auto state = std::make_shared<CudaDfeTapeState>(wp, x.device(), B, H, W, range);
   const bool with_tape = attrs.flag("tape", true);
   auto F = new_tensor(x.device(), {B, N, H, W});
   {

@@ -3,6 +3,7 @@
 // dfe_backward over FastKernels, the loss's DFE stages (ops/loss_ops.h composes them).
 #include "dfe.h"
 #include "kernels_fast.h"
+#include "ops/dfe_args.h"
 #include "ops/registry.h"
 
 namespace mghf {
@@ -42,17 +43,15 @@ NumericContext weights_context(const DfeWeights<float>& w) {
 Outputs dfe(std::vector<Value>& in, const Attrs& attrs) {
   const std::string op = "dfe";
   Value& x = tensor_input(in, 0, op, "x", 4);
-  Value& wv = input(in, 1, op, "weights");
-  if (wv.kind != Kind::Weights || !wv.weights) op_fail(op, "weights must be DFE weights", "E_WEIGHTS");
+  const std::shared_ptr<const DfeWeights<float>> wp = weights_input(in, 1, op);
   if (x.dims[1] != 3) op_fail(op, "x must have 3 channels", "E_SHAPE");
   if (x.dims[2] < 2 || x.dims[3] < 2) op_fail(op, "x must be at least 2×2", "E_TOO_SMALL");
-  const DfeWeights<float>& w = *wv.weights;
+  const DfeWeights<float>& w = *wp;
   const int B = int(x.dims[0]), H = int(x.dims[2]), W = int(x.dims[3]), N = w.arch.channels;
-  const InputRange range =
-      attrs.text("inputRange", "unit") == "symmetric" ? InputRange::Symmetric : InputRange::Unit;
+  const InputRange range = range_attr(attrs);
   Value F = Value::tensor({B, N, H, W});
   std::shared_ptr<DfeTapeState> state;
-  if (attrs.flag("tape", true)) state = std::make_shared<DfeTapeState>(wv.weights, B, H, W, range);
+  if (attrs.flag("tape", true)) state = std::make_shared<DfeTapeState>(wp, B, H, W, range);
   const double ask = attrs.number("scratch", 0);
   const int64_t need = dfe_scratch_elems<float>(w.arch, H, W, state != nullptr);
   Buffer<float> scratch(size_t(ask > double(need) && ask <= double(F.count()) ? int64_t(ask) : need));

@@ -9,6 +9,7 @@
 #include "dfe.h"
 #include "kernels_fast.h"
 #include "numeric_checks.h"
+#include "ops/dfe_args.h"
 #include "ops/registry.h"
 #include "train/dfe_train.h"
 #include "train/train_kernels_fast.h"
@@ -19,16 +20,6 @@ namespace {
 
 using Kn = FastKernels;
 using TK = FastTrainKernels;
-
-InputRange range_attr(const Attrs& attrs) {
-  return attrs.text("inputRange", "unit") == "symmetric" ? InputRange::Symmetric : InputRange::Unit;
-}
-
-std::shared_ptr<const DfeWeights<float>> weights_input(std::vector<Value>& in, size_t i, const std::string& op) {
-  Value& wv = input(in, i, op, "weights");
-  if (wv.kind != Kind::Weights || !wv.weights) op_fail(op, "weights must be DFE weights", "E_WEIGHTS");
-  return wv.weights;
-}
 
 // A kept copy of an input for a backward (JavaScript may write into its array after the forward).
 Buffer<float> keep(const Value& v) {
