@@ -148,6 +148,28 @@ function featureArg(v: unknown, name: string): Tensor {
   return t;
 }
 
+/**
+ * The output gradient a backward takes with `tape`: a feature tensor on the tape's device
+ * (E_DEVICE otherwise: nothing is copied) with the dims of what the forward returned (`dimsOf`).
+ */
+function tapeGradientArg(tape: DfeTape, v: unknown, name: string, dimsOf: string): Tensor {
+  const d = featureArg(v, name);
+  if (d.location !== tape.location) {
+    throw new MghfError(
+      'E_DEVICE',
+      `Expected ${name} on ${tape.location}, where tape (${tape.describe()}) is, but ${name} is on ${d.location}: ` +
+        `ops never copy between devices; move ${name} with ${name}.to('${tape.location}')`,
+      { argument: name },
+    );
+  }
+  if (d.dims.length !== tape.featureDims.length || d.dims.some((x, i) => x !== tape.featureDims[i])) {
+    throw new MghfError('E_SHAPE', `Expected ${name} to have the dims of ${dimsOf} ([${tape.featureDims.join(',')}]) but received [${d.dims.join(',')}]`, {
+      argument: name,
+    });
+  }
+  return d;
+}
+
 function featurePair(G: unknown, S: unknown): [Tensor, Tensor] {
   const g = featureArg(G, 'G');
   const s = featureArg(S, 'S');
@@ -249,22 +271,7 @@ function prepareDfeBackward(tape: unknown, dF: unknown, opts: unknown): Call<Ten
   const consume = flag(o, 'consume', false);
   if (!(tape instanceof DfeTape)) throw invalidParameterError('E_ARGUMENT', 'tape', 'the tape of ops.dfe', tape);
   const handle = DfeTape.handleOf(tape, 'tape');
-  const d = featureArg(dF, 'dF');
-  if (d.location !== tape.location) {
-    throw new MghfError(
-      'E_DEVICE',
-      `Expected dF on ${tape.location}, where tape (${tape.describe()}) is, but dF is on ${d.location}: ` +
-        `ops never copy between devices; move dF with dF.to('${tape.location}')`,
-      { argument: 'dF' },
-    );
-  }
-  if (d.dims.some((v, i) => v !== tape.featureDims[i])) {
-    throw new MghfError(
-      'E_SHAPE',
-      `Expected dF to have the dims of the tape's features ([${tape.featureDims.join(',')}]) but received [${d.dims.join(',')}]`,
-      { argument: 'dF' },
-    );
-  }
+  const d = tapeGradientArg(tape, dF, 'dF', "the tape's features");
   return {
     name: 'dfeBackward',
     inputs: [handle, consume ? toConsumed(d, 'dF') : toNative(d, 'dF')],
@@ -381,18 +388,7 @@ function preparePieceBackward(name: 'stemBackward' | 'couplingBackward', tape: u
   const what = name === 'stemBackward' ? 'ops.stem' : 'ops.coupling';
   if (!(tape instanceof DfeTape)) throw invalidParameterError('E_ARGUMENT', 'tape', `the tape of ${what}`, tape);
   const handle = DfeTape.handleOf(tape, 'tape');
-  const dT = featureArg(d, 'dy');
-  if (dT.location !== tape.location) {
-    throw new MghfError(
-      'E_DEVICE',
-      `Expected dy on ${tape.location}, where tape (${tape.describe()}) is, but dy is on ${dT.location}: ` +
-        `ops never copy between devices; move dy with dy.to('${tape.location}')`,
-      { argument: 'dy' },
-    );
-  }
-  if (dT.dims.length !== tape.featureDims.length || dT.dims.some((v, i) => v !== tape.featureDims[i])) {
-    throw new MghfError('E_SHAPE', `Expected dy to have the dims of the output ([${tape.featureDims.join(',')}]) but received [${dT.dims.join(',')}]`, { argument: 'dy' });
-  }
+  const dT = tapeGradientArg(tape, d, 'dy', 'the output');
   return {
     name,
     inputs: [handle, consume ? toConsumed(dT) : toNative(dT)],

@@ -6,17 +6,8 @@
 // ≤ 1e-4 backward, each weight gradient (double accumulators on both) ≤ 1e-4.
 import t, { type Test } from 'tap';
 import { Tensor, createWeights, memory, ops, scope, type DfeWeights, type PieceGradient } from '../../lib/index';
-import { mulberry32 } from '../../lib/srnet';
 import { defaultWeights } from '../../lib/weights';
-import { relativeL2 } from './fixtures';
-
-function random(dims: readonly number[], seed: number, lo = -1, hi = 1): Tensor {
-  const rand = mulberry32(seed);
-  const n = dims.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  for (let i = 0; i < n; i++) data[i] = lo + (hi - lo) * rand();
-  return new Tensor(data, dims);
-}
+import { random, relativeL2 } from './fixtures';
 
 const cuda = (x: Tensor) => x.toSync('cuda');
 

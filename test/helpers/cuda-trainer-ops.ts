@@ -8,16 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SrNet, Tensor, loadImage, memory, ops, saveImage, scope, tensor, upscaleImage } from '../../lib/index';
 import { main } from '../../lib/cli';
-import { mulberry32 } from '../../lib/srnet';
-import { relativeL2 } from './fixtures';
-
-function random(dims: readonly number[], seed: number, lo = -1, hi = 1): Tensor {
-  const rand = mulberry32(seed);
-  const n = dims.reduce((a, b) => a * b, 1);
-  const data = new Float32Array(n);
-  for (let i = 0; i < n; i++) data[i] = lo + (hi - lo) * rand();
-  return new Tensor(data, dims);
-}
+import { random, relativeL2 } from './fixtures';
 
 /** Every element within rel·|ref| (+ a floor for exact zeros). */
 function elementwise(t: Test, got: ArrayLike<number>, want: ArrayLike<number>, label: string, rel = 1e-5): void {

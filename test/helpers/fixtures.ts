@@ -2,6 +2,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tensor, loadWeightsSync, type DfeWeights } from '../../lib/index';
+import { mulberry32 } from '../../lib/srnet';
 
 export const FIXTURE_DIR = join(__dirname, '..', 'fixtures');
 
@@ -56,6 +57,15 @@ export function loadFixture(name: string): FixtureCase {
 /** SPEC §8: |value − ref| ≤ 1e-4·|ref| + 1e-7 */
 export function withinValueTolerance(value: number, ref: number): boolean {
   return Math.abs(value - ref) <= 1e-4 * Math.abs(ref) + 1e-7;
+}
+
+/** A tensor of `dims` with values uniform in [lo, hi), the same for the same seed. */
+export function random(dims: readonly number[], seed: number, lo = -1, hi = 1): Tensor {
+  const rand = mulberry32(seed);
+  const n = dims.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = lo + (hi - lo) * rand();
+  return new Tensor(data, dims);
 }
 
 /** ‖a − b‖ / ‖b‖ */

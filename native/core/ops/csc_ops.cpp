@@ -72,12 +72,8 @@ Outputs csc(std::vector<Value>& in, const Attrs& attrs) {
   auto context = [&] { return ctx; };
   if (by_kept) check_finite(dKept.f32.data(), dKept.count(), NumericStage::Csc, "its gradient", context);
   else if (grad) check_finite(dS.f32.data(), dS.count(), NumericStage::Csc, overS ? "the gradient ∂L/∂S" : "its gradient", context);
-  Outputs out = csc_outputs(reported, args, std::move(dS));
-  if (by_kept) {
-    out.pop_back();  // the kept maps' gradient, not a dS
-    out.emplace_back("dKept", std::move(dKept));
-  }
-  return out;
+  if (by_kept) return csc_outputs(reported, args, std::move(dKept), "dKept");
+  return csc_outputs(reported, args, std::move(dS));
 }
 
 }  // namespace

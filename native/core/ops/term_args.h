@@ -121,13 +121,14 @@ inline CscParts csc_reported(const CscParts& p, const CscArgs& a) {
   return r;
 }
 
-inline Outputs csc_outputs(const CscParts& r, const CscArgs& a, Value dS) {
+// With grad, the gradient goes out as `grad_name`: dS, or dKept (the M kept maps' gradient alone).
+inline Outputs csc_outputs(const CscParts& r, const CscArgs& a, Value grad, const char* grad_name = "dS") {
   Outputs out;
   out.emplace_back("mse", Value::number(r.mse));
   out.emplace_back("corr", Value::number(r.corr));
   out.emplace_back("gram", Value::number(r.gram));
   out.emplace_back("csc", Value::number(csc_total(r, a)));
-  if (a.grad) out.emplace_back("dS", std::move(dS));
+  if (a.grad) out.emplace_back(grad_name, std::move(grad));
   return out;
 }
 
